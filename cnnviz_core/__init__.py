@@ -1,0 +1,46 @@
+"""cnnviz_core: the engine behind the cnnviz dashboard - how convolutional networks see.
+
+Public API (usable without Streamlit)::
+
+    from cnnviz_core import load_model, load_image
+    handle = load_model("shapes-cnn")            # bundled, no download
+    x = handle.preprocess(load_image("cat.jpg"))  # (1, 3, H, W) normalized
+    handle.predict(x, topk=5)                     # [(class_index, class_name, probability), ...]
+"""
+from __future__ import annotations
+
+from .device import available_devices, resolve_device
+from .errors import (
+    Cancelled, CnnvizError, ImageError, MethodUnavailableError, ModelError, ParameterError,
+    WeightsUnavailableError,
+)
+from .images import SAMPLES, image_digest, load_image, sample_image
+from .models import ModelHandle, get_spec, list_specs, load_model, readiness
+
+__version__ = "0.1.0"
+
+# Heavier parts are imported on first use: ``cnnviz_core.explain`` -> ``cnnviz_core.attribution``.
+_LAZY = {
+    "explain": "attribution",
+    "METHODS": "attribution",
+    "Engine": "engine",
+    "CancelToken": "progress",
+    "Progress": "progress",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "CancelToken", "Engine", "METHODS", "Progress", "explain",
+    "Cancelled", "CnnvizError", "ImageError", "MethodUnavailableError", "ModelError", "ModelHandle",
+    "ParameterError", "SAMPLES", "WeightsUnavailableError", "available_devices", "get_spec",
+    "image_digest", "list_specs", "load_image", "load_model", "readiness", "resolve_device",
+    "sample_image",
+]

@@ -1,0 +1,56 @@
+"""The per-process engine: loaded models shared by every caller (every Streamlit session).
+
+The app creates one :class:`Engine` through ``st.cache_resource``; the CLI and tests create their own.
+Loading is serialised per model key, so concurrent first requests build a model once.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+from .cache import LRUCache
+from .device import resolve_device
+from .models import ModelHandle, load_model
+from .models.loading import ProgressFn, WeightsArg
+
+
+class Engine:
+    """Holds up to ``max_models`` loaded models (least recently used evicted) and shared caches."""
+
+    def __init__(self, max_models: int = 4, device: Union[str, torch.device, None] = "auto") -> None:
+        self.device = resolve_device(device)
+        self._models = LRUCache(max_models)
+        self._load_locks: dict[tuple, threading.Lock] = {}
+        self._guard = threading.Lock()
+        #: Results shared across sessions (explanations, metrics), keyed by model key + input digest.
+        self.results = LRUCache(256)
+
+    def model(
+        self,
+        name_or_path: Union[str, Path],
+        weights: WeightsArg = "default",
+        device: Union[str, torch.device, None] = None,
+        *,
+        progress: Optional[ProgressFn] = None,
+        allow_download: Optional[bool] = None,
+    ) -> ModelHandle:
+        """The loaded model for ``(name, weights, device)``, loading it on first use."""
+        dev = resolve_device(device) if device is not None else self.device
+        key = (str(name_or_path), None if weights is None else str(weights), str(dev))
+        handle = self._models.get(key)
+        if handle is not None:
+            return handle
+        with self._guard:
+            lock = self._load_locks.setdefault(key, threading.Lock())
+        with lock:
+            handle = self._models.get(key)
+            if handle is None:
+                handle = load_model(name_or_path, weights, dev, progress=progress, allow_download=allow_download)
+                self._models.put(key, handle)
+        return handle
+
+    def loaded(self) -> list[str]:
+        return [k for k in self._models._data]  # noqa: SLF001 - read-only listing for the UI
