@@ -1,0 +1,116 @@
+"""The app's shared objects: the cached :class:`~cnnviz_core.engine.Engine` and the current selection.
+
+The sidebar (rendered by ``dashboard.py`` on every run, before the page) stores a :class:`Selection`
+in ``st.session_state``; pages read it with :func:`selection`. Widget keys of the sidebar start with
+``sb_`` and, because the entrypoint renders them on every page, their values persist across pages.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Optional, TypeVar
+
+import streamlit as st
+from PIL import Image
+
+from cnnviz_core import SAMPLES, Engine, ModelHandle, image_digest, sample_image
+
+T = TypeVar("T")
+
+DEFAULT_MODEL = "shapes-cnn"
+DEFAULT_SAMPLE = next(iter(SAMPLES))
+_SELECTION_KEY = "cnnviz_selection"
+#: Development switch: load our own models with random weights while their trained files are missing.
+DEV_RANDOM_ENV = "CNNVIZ_DEV_RANDOM"
+
+
+@st.cache_resource(show_spinner=False)
+def get_engine() -> Engine:
+    """The process-wide engine (models and result caches shared by every session)."""
+    return Engine(max_models=4)
+
+
+def dev_random() -> bool:
+    return os.environ.get(DEV_RANDOM_ENV, "").strip() in ("1", "true", "yes")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the sidebar chose. ``handle`` is None when the model could not be loaded (``model_error``)."""
+
+    model_name: str
+    weights: Optional[str]  # "default" or None (random initialisation)
+    device: str
+    image: Image.Image
+    image_label: str
+    digest: str
+    handle: Optional[ModelHandle] = None
+    model_error: Optional[str] = None
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def cached_sample(name: str) -> Image.Image:
+    return sample_image(name)
+
+
+def default_selection() -> Selection:
+    """The selection when the sidebar has not run (a page script run on its own): the default
+    model and the first sample image."""
+    from cnnviz_core import CnnvizError, get_spec, readiness
+
+    image = cached_sample(DEFAULT_SAMPLE)
+    missing = readiness(get_spec(DEFAULT_MODEL)).status != "ready"
+    weights = None if missing and dev_random() else "default"
+    try:
+        handle, error = get_engine().model(DEFAULT_MODEL, weights), None
+    except CnnvizError as exc:
+        handle, error = None, " ".join(str(exc).split())
+    return Selection(DEFAULT_MODEL, weights, "auto", image, DEFAULT_SAMPLE, image_digest(image), handle, error)
+
+
+def set_selection(sel: Selection) -> None:
+    st.session_state[_SELECTION_KEY] = sel
+
+
+def selection() -> Selection:
+    """The current sidebar selection (defaults when the sidebar has not run in this session)."""
+    sel = st.session_state.get(_SELECTION_KEY)
+    return sel if isinstance(sel, Selection) else default_selection()
+
+
+def require_model(sel: Optional[Selection] = None) -> ModelHandle:
+    """The selected model's handle, or a one-line message and ``st.stop()`` when it is unavailable."""
+    sel = sel or selection()
+    if sel.handle is not None:
+        return sel.handle
+    st.info(
+        f"This page needs a loaded model: {sel.model_name} is not loaded. Download its weights from the sidebar, "
+        "pick a ready model, or tick *Random weights (mechanics demo)*.",
+        icon=":material/info:",
+    )
+    st.stop()
+    raise AssertionError("unreachable")  # st.stop() raises
+
+
+def load_available(name: str) -> ModelHandle:
+    """``name`` with its trained weights when they are here, else random weights (check
+    ``handle.weights_label``): for pages that compare fixed models, never waiting for a download."""
+    from cnnviz_core import get_spec, readiness
+
+    status = readiness(get_spec(name)).status
+    weights = "default" if status == "ready" else None
+    return get_engine().model(name, weights)
+
+
+def cached(key: tuple[Hashable, ...], compute: Callable[[], T]) -> T:
+    """``compute()`` memoised in the engine's shared result cache under ``key``.
+
+    Keys start with a tag naming the computation and contain the model key and image digest, so
+    changing display-only controls (colormap, opacity...) never reruns a model pass.
+    """
+    return get_engine().results.get_or_compute(key, compute)
+
+
+def page_state(page: str, name: str, default: Any = None) -> Any:
+    """Per-page session storage (results of long runs that must survive reruns)."""
+    return st.session_state.setdefault(f"{page}:{name}", default)

@@ -1,0 +1,240 @@
+"""Real-browser tests: the dashboard served by ``streamlit run`` and driven by Debian's Chromium
+through Playwright. Every page must finish its run without an exception or an error alert and show
+its main Plotly chart; uploads of a good and of a corrupt image; Stop interrupts a long run.
+
+Screenshots go to a temporary folder and are copied to ``artifacts/screenshots/``.
+Under CI (``CI=true``) a missing Chromium fails the tests instead of skipping them.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path(os.environ.get("CNNVIZ_CHROMIUM", "/usr/bin/chromium"))
+ARTIFACTS = REPO / "artifacts" / "screenshots"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+#: url path -> screenshot name (and test id)
+PAGES = {
+    "": "1-basics",
+    "architectures": "2-architectures",
+    "filters": "3-filters",
+    "backprop": "4-backprop",
+    "deep-dream": "5-deep-dream",
+    "style-transfer": "6-style-transfer",
+    "cam": "7-cam",
+    "applications": "8-applications",
+}
+RUN_TIMEOUT_MS = 180_000
+
+
+def _require_browser() -> None:
+    missing = []
+    if not CHROMIUM.exists():
+        missing.append(f"{CHROMIUM} (apt-get install chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("the playwright Python package")
+    if missing:
+        message = "browser tests need " + " and ".join(missing)
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message + " (CI is set: not skipping)")
+        pytest.skip(message)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    """``streamlit run dashboard.py`` on a free localhost port; yields its base URL."""
+    _require_browser()
+    port = _free_port()
+    log = tempfile.NamedTemporaryFile("w+", prefix="cnnviz-streamlit-", suffix=".log", delete=False)
+    env = dict(os.environ, CNNVIZ_OFFLINE="1", CNNVIZ_DEVICE=os.environ.get("CNNVIZ_DEVICE", "cpu"))
+    cmd = [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true",
+           "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none", "--client.showErrorDetails", "full"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                log.seek(0)
+                pytest.fail(f"streamlit did not start (exit {proc.poll()}):\n{log.read()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def shots():
+    folder = Path(tempfile.mkdtemp(prefix="cnnviz-shots-"))
+    yield folder
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for png in folder.glob("*.png"):
+        shutil.copy2(png, ARTIFACTS / png.name)
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    pg = context.new_page()
+    yield pg
+    context.close()
+
+
+def wait_for_run(page, timeout: int = RUN_TIMEOUT_MS) -> None:
+    """Wait until the script run finished and no skeleton placeholder is left (after a short delay,
+    so that a rerun triggered by the previous action has started)."""
+    page.wait_for_timeout(500)
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout)
+    page.wait_for_function("() => !document.querySelector(\"[data-testid='stSkeleton']\")", timeout=timeout)
+    page.wait_for_timeout(300)
+
+
+def assert_no_errors(page, allowed: int = 0) -> None:
+    exceptions = page.locator("[data-testid='stException']")
+    assert exceptions.count() == 0, exceptions.first.inner_text()
+    errors = page.locator("[data-testid='stAlertContentError']")
+    assert errors.count() <= allowed, [errors.nth(i).inner_text() for i in range(errors.count())]
+
+
+def screenshot(page, folder: Path, name: str) -> None:
+    """Full-height screenshot: grow the viewport to the height of Streamlit's scrolling main area."""
+    height = page.evaluate(
+        "() => { const m = document.querySelector(\"[data-testid='stMain']\");"
+        " return Math.max(1000, m ? m.scrollHeight : document.body.scrollHeight); }")
+    page.set_viewport_size({"width": 1440, "height": min(int(height) + 40, 9000)})
+    page.wait_for_timeout(600)
+    page.screenshot(path=str(folder / f"{name}.png"))
+    page.set_viewport_size({"width": 1440, "height": 1000})
+
+
+@pytest.mark.parametrize("path", [pytest.param(path, id=name) for path, name in PAGES.items()])
+def test_page_renders(server, page, shots, path):
+    page.goto(f"{server}/{path}")
+    wait_for_run(page)
+    assert_no_errors(page)
+    chart = page.locator("[data-testid='stPlotlyChart']").first
+    chart.wait_for(state="visible", timeout=60_000)
+    assert chart.is_visible()
+    screenshot(page, shots, PAGES[path])
+
+
+def test_sidebar_choice_persists_across_pages(server, page):
+    page.goto(f"{server}/")
+    wait_for_run(page)
+    sidebar = page.get_by_test_id("stSidebar")
+    sidebar.get_by_test_id("stSelectbox").filter(has_text="Sample").locator("input").click()
+    page.keyboard.type("two shapes")
+    page.keyboard.press("Enter")
+    page.keyboard.press("Escape")
+    wait_for_run(page)
+    sidebar.get_by_role("link", name="CAM & Grad-CAM").click()
+    wait_for_run(page)
+    assert "/cam" in page.url
+    assert sidebar.get_by_text("Scene: two shapes (seed 11) · 128×128").is_visible()
+    assert_no_errors(page)
+
+
+def _choose_upload(page) -> None:
+    page.locator("[data-testid='stSidebar'] label").filter(has_text="Upload").first.click()
+    wait_for_run(page)
+
+
+def test_upload_image(server, page, shots, tmp_path):
+    from PIL import Image
+
+    image = Image.new("RGB", (160, 120), (250, 250, 250))
+    for x in range(40, 120):
+        for y in range(30, 90):
+            image.putpixel((x, y), (200, 30, 30))
+    path = tmp_path / "red-square.png"
+    image.save(path)
+    page.goto(f"{server}/cam")
+    wait_for_run(page)
+    _choose_upload(page)
+    page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(path))
+    wait_for_run(page)
+    assert_no_errors(page)
+    assert page.locator("[data-testid='stSidebar']").get_by_text("red-square.png").first.is_visible()
+    assert page.locator("[data-testid='stPlotlyChart']").first.is_visible()
+    screenshot(page, shots, "9-upload")
+
+
+def test_corrupt_upload_is_one_line_error(server, page, shots, tmp_path):
+    path = tmp_path / "broken.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"this is not really a png" * 20)
+    page.goto(f"{server}/")
+    wait_for_run(page)
+    _choose_upload(page)
+    page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(path))
+    wait_for_run(page)
+    errors = page.locator("[data-testid='stAlertContentError']")
+    assert errors.count() == 1
+    text = errors.first.locator("[data-testid='stMarkdownContainer']").inner_text().strip()
+    assert "broken.png" in text and "\n" not in text, text
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert page.locator("[data-testid='stPlotlyChart']").first.is_visible()  # the app keeps running
+    screenshot(page, shots, "10-corrupt-upload")
+
+
+def test_stop_interrupts_deep_dream(server, page, shots):
+    page.goto(f"{server}/deep-dream")
+    wait_for_run(page)
+    slider_steps = page.get_by_test_id("stSlider").filter(has_text="Steps per octave")
+    slider_steps.get_by_role("slider").focus()
+    for _ in range(32):  # to the maximum: 40 steps per octave, long enough to be stopped
+        page.keyboard.press("ArrowRight")
+    wait_for_run(page)
+    page.get_by_role("button", name="Dream").click()
+    page.get_by_test_id("stProgress").first.wait_for(state="visible", timeout=30_000)
+    started = time.time()
+    page.get_by_role("button", name="Stop").click()
+    wait_for_run(page, timeout=60_000)
+    assert time.time() - started < 30
+    warning = page.locator("[data-testid='stAlertContentWarning']").filter(has_text="stopped")
+    assert warning.count() == 1, "no 'stopped' message after pressing Stop"
+    assert_no_errors(page)
+    screenshot(page, shots, "11-deep-dream-stopped")
