@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 # Heavier parts are imported on first use: ``cnnviz_core.explain`` -> ``cnnviz_core.attribution``.
 _LAZY = {
     "explain": "attribution",
+    "explain_detailed": "attribution",
     "METHODS": "attribution",
     "Engine": "engine",
     "CancelToken": "progress",
@@ -38,7 +39,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "CancelToken", "Engine", "METHODS", "Progress", "explain",
+    "CancelToken", "Engine", "METHODS", "Progress", "explain", "explain_detailed",
     "Cancelled", "CnnvizError", "ImageError", "MethodUnavailableError", "ModelError", "ModelHandle",
     "ParameterError", "SAMPLES", "WeightsUnavailableError", "available_devices", "get_spec",
     "image_digest", "list_specs", "load_image", "load_model", "readiness", "resolve_device",

@@ -130,10 +130,9 @@ class _SwitchableReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, state: ReluState) -> torch.Tensor:
-        positive = x > 0
-        ctx.save_for_backward(positive)
+        ctx.save_for_backward(x > 0)
         ctx.state = state
-        return x * positive
+        return x.clamp(min=0)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], None]:

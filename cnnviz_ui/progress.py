@@ -113,8 +113,9 @@ def run_task(key: str, params: Hashable, work: Work, *, live: Optional[Renderer]
 def show_status(state: TaskState, what: str) -> None:
     """One line about a stopped or failed task (nothing while idle or after success)."""
     if state.status == "stopped":
-        shown = "showing the last preview" if state.preview is not None else "nothing to show yet"
-        st.warning(f"{what} stopped at step {state.step}/{state.total}; {shown}.", icon=":material/stop_circle:")
+        where = f"at step {state.step}/{state.total}" if state.total else "before its first step"
+        shown = "; showing the last preview" if state.preview is not None else ""
+        st.warning(f"{what} stopped {where}{shown}.", icon=":material/stop_circle:")
     elif state.status == "failed" and state.error:
         st.error(state.error, icon=":material/error:")
 

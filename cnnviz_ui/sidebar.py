@@ -175,6 +175,7 @@ def _image_section() -> tuple[Image.Image, str]:
 
 
 _FRAME_KEY = "_cnnviz_frame_active"
+_REDIRECTED_KEY = "_cnnviz_redirected_to_navigation"
 
 
 @contextmanager
@@ -188,11 +189,22 @@ def app_frame() -> Iterator[None]:
 
 
 def page_selection() -> Selection:
-    """Call once at the top of every page: the sidebar's selection. When the page runs without the
-    entrypoint (Streamlit's legacy ``pages/`` mode serves a deep link before any session has called
-    ``st.navigation``; ``AppTest.switch_page``), the page draws the same sidebar itself."""
+    """Call once at the top of every page: the sidebar's selection.
+
+    A page can run without the entrypoint: Streamlit serves a deep link in its legacy ``pages/``
+    mode until some session has called ``st.navigation`` (the first request after the server
+    starts), and ``AppTest.switch_page`` does the same. Then, once per session, the page registers
+    the navigation (which switches Streamlit to it for good) and reruns through ``dashboard.py``;
+    if that is not possible it draws the same sidebar itself.
+    """
     if st.session_state.get(_FRAME_KEY):
         return selection()
+    if not st.session_state.get(_REDIRECTED_KEY):
+        st.session_state[_REDIRECTED_KEY] = True
+        from .navigation import navigation_pages
+
+        st.navigation(navigation_pages(), position="sidebar", expanded=True)
+        st.rerun()
     return render_sidebar()
 
 

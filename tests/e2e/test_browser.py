@@ -151,6 +151,19 @@ def screenshot(page, folder: Path, name: str) -> None:
     page.set_viewport_size({"width": 1440, "height": 1000})
 
 
+def test_deep_link_as_first_request_after_start(server, page):
+    """The server's first request is a page URL (Streamlit is still in its legacy pages/ mode)."""
+    page.goto(f"{server}/deep-dream")
+    wait_for_run(page)
+    assert page.get_by_text("Page not found").count() == 0
+    assert "/deep-dream" in page.url
+    nav = page.get_by_test_id("stSidebar").get_by_role("link", name="CAM & Grad-CAM")
+    assert nav.is_visible()  # the dashboard's own navigation, not the legacy file list
+    assert page.get_by_test_id("stSidebar").get_by_role("link", name="dashboard").count() == 0
+    page.locator("[data-testid='stPlotlyChart']").first.wait_for(state="visible", timeout=60_000)
+    assert_no_errors(page)
+
+
 @pytest.mark.parametrize("path", [pytest.param(path, id=name) for path, name in PAGES.items()])
 def test_page_renders(server, page, shots, path):
     page.goto(f"{server}/{path}")
@@ -225,16 +238,18 @@ def test_stop_interrupts_deep_dream(server, page, shots):
     wait_for_run(page)
     slider_steps = page.get_by_test_id("stSlider").filter(has_text="Steps per octave")
     slider_steps.get_by_role("slider").focus()
-    for _ in range(32):  # to the maximum: 40 steps per octave, long enough to be stopped
-        page.keyboard.press("ArrowRight")
+    page.keyboard.press("End")  # the maximum: 40 steps per octave, long enough to be stopped
+    page.wait_for_timeout(1500)
     wait_for_run(page)
+    assert "40" in slider_steps.inner_text()
     page.get_by_role("button", name="Dream").click()
-    page.get_by_test_id("stProgress").first.wait_for(state="visible", timeout=30_000)
+    page.get_by_test_id("stProgress").filter(has_text="step 4/").first.wait_for(state="visible", timeout=60_000)
     started = time.time()
     page.get_by_role("button", name="Stop").click()
     wait_for_run(page, timeout=60_000)
     assert time.time() - started < 30
-    warning = page.locator("[data-testid='stAlertContentWarning']").filter(has_text="stopped")
+    warning = page.locator("[data-testid='stAlertContentWarning']").filter(has_text="stopped at step")
     assert warning.count() == 1, "no 'stopped' message after pressing Stop"
+    assert page.get_by_text("After (stopped at step").first.is_visible()  # the partial result is shown
     assert_no_errors(page)
     screenshot(page, shots, "11-deep-dream-stopped")

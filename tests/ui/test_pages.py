@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 pytestmark = pytest.mark.slow  # each test starts the app and runs models: seconds each
 
 REPO = Path(__file__).resolve().parents[2]
-PAGES = ["basics", "architectures", "filters", "backprop", "deep_dream", "style_transfer", "cam", "applications"]
+PAGES = ["basics", "architectures", "filters", "backprop", "deep-dream", "style-transfer", "cam", "applications"]
 TIMEOUT = 180
 
 
@@ -115,7 +115,7 @@ def test_backprop_three_methods_then_guided_gradcam():
 
 
 def test_deep_dream_runs_and_offers_download():
-    at = start("deep_dream")
+    at = start("deep-dream")
     at.slider(key="dd_octaves").set_value(1)
     at.slider(key="dd_steps").set_value(2)
     at.select_slider(key="dd_size").set_value(128).run()
@@ -128,7 +128,7 @@ def test_deep_dream_runs_and_offers_download():
 
 
 def test_style_transfer_random_weights_runs_with_loss_curves():
-    at = start("style_transfer")
+    at = start("style-transfer")
     assert_clean(at)
     assert at.radio(key="st_weights").value.startswith("Random")  # offline: only the mechanics demo
     assert any("not in the cache" in i.value for i in at.info)
@@ -270,7 +270,7 @@ def test_engine_error_in_long_work_is_one_line_error(monkeypatch):
         raise ParameterError("jitter must be in 0..256, got 999")
 
     monkeypatch.setattr(featureviz, "deep_dream", broken)
-    at = start("deep_dream")
+    at = start("deep-dream")
     at.button(key="dream_run").click().run()
     assert not at.exception
     assert [e.value for e in at.error] == ["jitter must be in 0..256, got 999"]
