@@ -28,7 +28,7 @@ from typing import Iterable, Optional
 import torch
 
 from ..errors import ParameterError
-from ..hooks import capture, non_relu_activations, relu_backward_rule
+from ..hooks import ReluState, capture, non_relu_activations, relu_backward_rule
 from ..models import ModelHandle
 from ..progress import CancelToken, ProgressFn
 
@@ -139,17 +139,31 @@ class PassContext:
             raise ParameterError(f"layer {self.layer!r} outputs shape {tuple(activation.shape)}, "
                                  "not a (1, C, h, w) feature map")
         score = logits[0, self._resolve_target(logits)]
-        steps: list[tuple[str, list[tuple[str, torch.Tensor]]]] = []
-        plain = [(n, t) for n, t in (("layer_grad", activation), ("input_grad", x_in))
-                 if n in grads and t is not None]
-        if plain:
-            steps.append(("plain", plain))
-        steps += [(rule, [(rule, x_in)]) for rule in ("guided", "deconvnet") if rule in grads]
-        for i, (rule, targets) in enumerate(steps):
-            if state is not None:
-                state.rule = rule  # type: ignore[assignment]
-            values = torch.autograd.grad(score, [t for _, t in targets], retain_graph=i < len(steps) - 1,
-                                         allow_unused=True)
-            for (name, t), g in zip(targets, values):
-                out[name] = torch.zeros_like(t) if g is None else g.detach()
+        out.update(gradient_products(score, grads, activation, x_in, state))
         return out
+
+
+def gradient_products(score: torch.Tensor, grads: set[str], activation: Optional[torch.Tensor],
+                      x_in: torch.Tensor, state: Optional[ReluState]) -> dict[str, torch.Tensor]:
+    """Back-propagate ``score`` once per ReLU rule from one retained forward graph.
+
+    ``grads`` names what is wanted: ``layer_grad`` (w.r.t. ``activation``) and ``input_grad`` share
+    one plain backward; ``guided`` and ``deconvnet`` each take one more backward to ``x_in`` with
+    ``state.rule`` switched (see :func:`~cnnviz_core.hooks.relu_backward_rule`). Unreached tensors
+    get zero gradients.
+    """
+    out: dict[str, torch.Tensor] = {}
+    steps: list[tuple[str, list[tuple[str, torch.Tensor]]]] = []
+    plain = [(n, t) for n, t in (("layer_grad", activation), ("input_grad", x_in))
+             if n in grads and t is not None]
+    if plain:
+        steps.append(("plain", plain))
+    steps += [(rule, [(rule, x_in)]) for rule in ("guided", "deconvnet") if rule in grads]
+    for i, (rule, targets) in enumerate(steps):
+        if state is not None:
+            state.rule = rule  # type: ignore[assignment]
+        values = torch.autograd.grad(score, [t for _, t in targets], retain_graph=i < len(steps) - 1,
+                                     allow_unused=True)
+        for (name, t), g in zip(targets, values):
+            out[name] = torch.zeros_like(t) if g is None else g.detach()
+    return out

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..attribution import minmax, resolve_methods
-from ..attribution.passes import GRADIENT_PRODUCTS, LAYER_PRODUCTS, PassContext
+from ..attribution.passes import GRADIENT_PRODUCTS, LAYER_PRODUCTS, PassContext, gradient_products
 from ..attribution.registry import method_params, validate_params
 from ..errors import MethodUnavailableError, ParameterError
 from ..hooks import capture, relu_backward_rule
@@ -74,19 +74,7 @@ def batch_pass(handle: ModelHandle, x: torch.Tensor, layer: str, wanted: set[str
             out["activation"] = activation.detach()
         if grads:
             score = logits.gather(1, chosen[:, None]).sum()  # images are independent in eval mode
-            steps: list[tuple[str, list[tuple[str, torch.Tensor]]]] = []
-            plain = [(n, t) for n, t in (("layer_grad", activation), ("input_grad", x_in))
-                     if n in grads and t is not None]
-            if plain:
-                steps.append(("plain", plain))
-            steps += [(rule, [(rule, x_in)]) for rule in ("guided", "deconvnet") if rule in grads]
-            for i, (rule, pairs) in enumerate(steps):
-                if state is not None:
-                    state.rule = rule  # type: ignore[assignment]
-                values = torch.autograd.grad(score, [t for _, t in pairs], retain_graph=i < len(steps) - 1,
-                                             allow_unused=True)
-                for (name, t), g in zip(pairs, values):
-                    out[name] = torch.zeros_like(t) if g is None else g.detach()
+            out.update(gradient_products(score, grads, activation, x_in, state))
     relu_calls = state.calls if state is not None else None
     return BatchProducts(out, chosen, relu_calls, time.perf_counter() - start)
 
