@@ -27,6 +27,7 @@ import io
 import json
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Union
 
@@ -80,7 +81,8 @@ class ResultsFolder:
         if self.root.exists() and not self.root.is_dir():
             raise ParameterError(f"--out must be a folder, {out} is a file")
         self.root.mkdir(parents=True, exist_ok=True)
-        self.run_id = f"{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}"
+        # Unique per run, also for two runs of one process within the same second (no overwrites).
+        self.run_id = f"{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._seq = 0
 
     def prepare(self, manifest: dict[str, Any]) -> None:
