@@ -275,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="resnet18, 3 repeats, slow references skipped")
     p.add_argument("--skip-slow-references", action="store_true",
                    help="pgc Ablation-CAM on 10%% of channels, extrapolated x10 (labelled)")
-    p.add_argument("--scorecam-model", default="resnet18", help="model of the exact Score-CAM comparison")
-    p.add_argument("--scorecam-size", type=int, default=112)
+    p.add_argument("--scorecam-model", default="resnet50", help="model of the exact Score-CAM comparison")
+    p.add_argument("--scorecam-size", type=int, default=224)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     p.add_argument("--pointing-game", type=int, default=0, metavar="N")

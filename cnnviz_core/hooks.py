@@ -126,26 +126,36 @@ class _SwitchableReLU(torch.autograd.Function):
     * plain:     dx = dy * [x > 0]                  (the true gradient; Simonyan et al. 2014)
     * guided:    dx = max(dy, 0) * [x > 0]          (Springenberg et al. 2015)
     * deconvnet: dx = max(dy, 0)                    (Zeiler & Fergus 2014: ReLU on the signal)
+
+    Like the native ReLU it saves only its output (``[x > 0] == [y > 0]``), which the next layer
+    keeps anyway, and it stays in place when the caller asked for an in-place ReLU: the memory of a
+    forward under the mode is that of a plain forward.
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, state: ReluState) -> torch.Tensor:
-        ctx.save_for_backward(x > 0)
+    def forward(ctx: Any, x: torch.Tensor, state: ReluState, inplace: bool) -> torch.Tensor:
+        if inplace:
+            y = x.clamp_(min=0)
+            ctx.mark_dirty(x)
+        else:
+            y = x.clamp(min=0)
+        ctx.save_for_backward(y)
         ctx.state = state
-        return x.clamp(min=0)
+        return y
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], None]:
-        (positive,) = ctx.saved_tensors
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], None, None]:
+        (y,) = ctx.saved_tensors
         rule = ctx.state.rule
         if rule == "plain":
-            return grad * positive, None
+            return torch.ops.aten.threshold_backward(grad, y, 0), None, None
         if rule == "guided":
-            return grad.clamp(min=0) * positive, None
-        return grad.clamp(min=0), None
+            return torch.ops.aten.threshold_backward(grad, y, 0).clamp_(min=0), None, None
+        return grad.clamp(min=0), None, None
 
 
 _RELU_FUNCS = {F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
+_INPLACE_RELU_FUNCS = {F.relu_, torch.relu_, torch.Tensor.relu_}
 
 
 class _ReluMode(TorchFunctionMode):
@@ -158,7 +168,8 @@ class _ReluMode(TorchFunctionMode):
         if func in _RELU_FUNCS:
             x = args[0] if args else kwargs["input"]
             self.state.calls += 1
-            return _SwitchableReLU.apply(x, self.state)
+            inplace = func in _INPLACE_RELU_FUNCS or bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
+            return _SwitchableReLU.apply(x, self.state, inplace)
         return func(*args, **kwargs)
 
 

@@ -68,6 +68,7 @@ class Recipe:
     batch_size: int
     lr: float
     biased: bool
+    cam_stride: int = 8
 
     def scene_args(self, index: int, total: int) -> dict:
         """Keyword arguments of ``generate_scene`` for training scene ``index`` of ``total``."""
@@ -79,7 +80,7 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    "shapes-cnn": Recipe("Shapes CNN (ours)", "multilabel", 1000, 32, 3e-3, biased=False),
+    "shapes-cnn": Recipe("Shapes CNN (ours)", "multilabel", 1000, 32, 3e-3, biased=False, cam_stride=4),
     "shapes-cnn-biased": Recipe("Shapes CNN, biased by a corner tag (ours)", "softmax", 800, 32,
                                 3e-3, biased=True),
 }
@@ -194,7 +195,7 @@ def train(name: str, *, seed: int = 1, steps: int | None = None, batch_size: int
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     mean, std = _channel_stats(recipe, seed)
-    arch_kwargs = {"num_classes": len(CLASSES), "widths": list(DEFAULT_WIDTHS)}
+    arch_kwargs = {"num_classes": len(CLASSES), "widths": list(DEFAULT_WIDTHS), "cam_stride": recipe.cam_stride}
     model = ShapesCNN(**arch_kwargs).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, recipe.lr, total_steps=steps, pct_start=0.1)

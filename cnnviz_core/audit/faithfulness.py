@@ -42,9 +42,8 @@ def check_metrics(names: Sequence[str]) -> tuple[str, ...]:
 
 
 def _probabilities(handle: ModelHandle, batch: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Target-class probability of each input (channels-last input: ~1.7x faster convs on CPU)."""
-    with handle.lock, torch.inference_mode():
-        logits = handle.model(batch.contiguous(memory_format=torch.channels_last))
+    """Target-class probability of each input (through the model's faster batch twin)."""
+    logits = handle.batch_logits(batch)
     return handle.probabilities(logits.float()).gather(1, targets[:, None])[:, 0]
 
 

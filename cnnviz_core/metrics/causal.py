@@ -101,8 +101,7 @@ def causal_curve(
         counts = torch.arange(first, min(steps + 1, first + batch_size), device=x.device) * step
         replaced = rank < counts.view(-1, 1, 1, 1)  # (B, 1, H, W): the first k pixels by rank
         batch = torch.where(replaced, finish, start)
-        with handle.lock, torch.inference_mode():
-            probs[first:first + len(counts)] = handle.probabilities(handle.model(batch))[:, target].float().cpu()
+        probs[first:first + len(counts)] = handle.probabilities(handle.batch_logits(batch))[:, target].float().cpu()
         report(progress, min(steps + 1, first + batch_size), steps + 1, f"{kind} curve")
     fractions = np.minimum(np.arange(steps + 1) * step, n) / n
     p = probs.numpy()

@@ -18,6 +18,7 @@ from PIL import Image
 from torch import nn
 
 from ..errors import ParameterError
+from .inference import InferenceTwin
 from .registry import ModelSpec, conv_layer_paths
 
 Prediction = tuple[int, str, float]
@@ -38,6 +39,7 @@ class ModelHandle:
         self._conv_layers = conv_layer_paths(self.model)
         self._mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
+        self._twin = InferenceTwin(self.model, spec.input_size, device)
 
     # ---- facts -------------------------------------------------------------------------------
     @property
@@ -127,6 +129,18 @@ class ModelHandle:
         x = self._as_input(x)
         with self.lock, torch.inference_mode():
             return self.model(x)
+
+    def batch_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, num_classes)`` of a batch of many perturbed inputs (Score-CAM, occlusion,
+        deletion/insertion), without gradients and hooks, under the model lock: runs the
+        BatchNorm-folded, channels-last twin of :mod:`.inference` (same values up to rounding)."""
+        with self.lock:
+            return self._twin(x)
+
+    @property
+    def batch_forward_mode(self) -> str:
+        """How :meth:`batch_logits` runs: ``bn-folded`` or why the model itself is used."""
+        return self._twin.how
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Softmax over classes, or per-class sigmoid for multi-label heads (our shapes models)."""

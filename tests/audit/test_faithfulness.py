@@ -31,6 +31,10 @@ class FakeHandle:
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits, dim=1)
 
+    def batch_logits(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.model(x)
+
 
 def _naive_auc(handle, x, sal, target, metric, steps):
     """One image, one curve, step by step (reference implementation)."""
