@@ -25,8 +25,10 @@ peak counter.)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import ctypes
+import io
 import json
 import os
 import statistics
@@ -123,8 +125,10 @@ def interleaved_medians(cases: dict[str, Callable[[torch.Tensor], object]], x: t
 
 
 def once(fn: Callable[[], object]) -> float:
+    """Seconds of one call; the reference libraries' tqdm bars (stderr) are swallowed."""
     start = time.perf_counter()
-    fn()
+    with contextlib.redirect_stderr(io.StringIO()):
+        fn()
     return time.perf_counter() - start
 
 

@@ -16,14 +16,20 @@ computing, the caller declares the union of the products the requested methods u
 The layer output is always captured with ``differentiable=True``: the rest of the network gets a
 clone, so in-place ops after the layer never change the captured activation.
 
+The pass itself is :func:`shared_pass`, written for a batch of N images (the audit runs it on whole
+batches, see :mod:`cnnviz_core.audit.batched`); a :class:`PassContext` runs it with N = 1, or is
+handed products already computed (``given``: one image's slice of a batched pass).
+
 Parameters of the shared model stay frozen: gradients go through ``autograd.grad`` to activations
 and inputs only, so no parameter ever gets a ``.grad``. Everything runs under ``handle.lock``.
 """
 from __future__ import annotations
 
 import hashlib
+import time
 from contextlib import nullcontext
-from typing import Iterable, Optional
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Optional
 
 import torch
 
@@ -34,6 +40,8 @@ from ..progress import CancelToken, ProgressFn
 
 GRADIENT_PRODUCTS = frozenset({"layer_grad", "input_grad", "guided", "deconvnet"})
 LAYER_PRODUCTS = frozenset({"activation", "layer_grad"})
+#: Everything :func:`shared_pass` computes (the products a method can declare in ``passes``).
+SHARED_PRODUCTS = frozenset({"logits"}) | GRADIENT_PRODUCTS | LAYER_PRODUCTS
 
 
 def input_digest(x: torch.Tensor) -> str:
@@ -52,7 +60,8 @@ class PassContext:
     """
 
     def __init__(self, handle: ModelHandle, x: torch.Tensor, layer: str, target: Optional[int], *,
-                 progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None) -> None:
+                 progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None,
+                 given: Optional[Mapping[str, torch.Tensor]] = None, relu_calls: Optional[int] = None) -> None:
         self.handle = handle
         self.model = handle.model
         self.x = x
@@ -60,10 +69,10 @@ class PassContext:
         self.target = target
         self.progress = progress
         self.cancel = cancel
-        self.relu_calls: Optional[int] = None
+        self.relu_calls = relu_calls
         self.passes_run = 0
         self._planned: set[str] = set()
-        self._products: dict[str, torch.Tensor] = {}
+        self._products: dict[str, torch.Tensor] = dict(given or {})
 
     # ---- facts ---------------------------------------------------------------------------------
     @property
@@ -94,53 +103,85 @@ class PassContext:
         return self.target
 
     # ---- the pass ------------------------------------------------------------------------------
-    def _resolve_target(self, logits: torch.Tensor) -> int:
-        if self.target is None:
-            self.target = int(logits[0].argmax())
-        elif not 0 <= self.target < logits.shape[1]:
-            raise ParameterError(f"target {self.target} is out of range 0..{logits.shape[1] - 1}")
-        return self.target
-
-    def _captured(self, store: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.layer not in store:
-            raise ParameterError(f"layer {self.layer!r} is not used by the forward pass of {self.handle.name!r}")
-        return store[self.layer]
-
     def _main_pass(self, wanted: set[str]) -> dict[str, torch.Tensor]:
-        grads = wanted & GRADIENT_PRODUCTS
-        layers = [self.layer] if wanted & LAYER_PRODUCTS else []
         self.passes_run += 1
-        with self.handle.lock:
-            if not grads:
-                # differentiable capture = the network downstream gets a clone, so an in-place op
-                # after the layer (ReLU(inplace=True) after a conv) cannot alter the captured output
-                with torch.no_grad(), capture(self.model, layers, differentiable=True) as store:
-                    logits = self.model(self.x)
-                self._resolve_target(logits)
-                out = {"logits": logits}
-                if layers:
-                    out["activation"] = self._captured(store).detach()
-                return out
-            return self._gradient_pass(grads, layers)
+        targets = None if self.target is None else torch.tensor([self.target])
+        shared = shared_pass(self.handle, self.x, self.layer, wanted & SHARED_PRODUCTS, targets)
+        self.target = int(shared.targets[0])
+        if shared.relu_calls is not None:
+            self.relu_calls = shared.relu_calls
+        return shared.products
 
-    def _gradient_pass(self, grads: set[str], layers: list[str]) -> dict[str, torch.Tensor]:
-        x_in = self.x.detach().requires_grad_(bool(grads - {"layer_grad"}))
-        modified = grads & {"guided", "deconvnet"}
-        with torch.enable_grad(), (relu_backward_rule() if modified else nullcontext()) as state, \
-                capture(self.model, layers, differentiable=True) as store:
-            logits = self.model(x_in)
-        if state is not None:
-            self.relu_calls = state.calls
+
+@dataclass
+class SharedProducts:
+    """Result of :func:`shared_pass`. ``products[name]``: ``(N, ...)`` tensors (``logits`` (N, K),
+    ``activation`` / ``layer_grad`` (N, C, h, w), ``input_grad`` / ``guided`` / ``deconvnet``
+    (N, 3, H, W)); ``targets`` (N,) the class explained per image; ``relu_calls``: ReLUs routed
+    through the switchable rule (None when no guided/deconvnet gradient was asked for)."""
+
+    products: dict[str, torch.Tensor]
+    targets: torch.Tensor
+    relu_calls: Optional[int] = None
+    seconds: float = 0.0
+
+
+def shared_pass(handle: ModelHandle, x: torch.Tensor, layer: str, wanted: Iterable[str],
+                targets: Optional[torch.Tensor] = None) -> SharedProducts:
+    """THE main pass: compute the ``wanted`` products (subset of :data:`SHARED_PRODUCTS`; ``logits``
+    always) for ``x`` (N, 3, H, W) in one forward and one backward per ReLU rule, under
+    ``handle.lock``. ``targets`` (N,): class per image, ``-1`` = that image's top-1 prediction
+    (default: all top-1).
+
+    Exact for a batch: the model is in eval mode, so images do not interact (BatchNorm uses running
+    statistics, no dropout) and the gradient of ``sum_n y_n[t_n]``, taken once, equals every image's
+    own gradient. No gradient wanted -> one forward under ``no_grad``. The layer output is captured
+    with ``differentiable=True`` (the network downstream gets a clone, so in-place ops after the
+    layer never change it); without input gradients it is a leaf and backwards stop there."""
+    start = time.perf_counter()
+    wanted = set(wanted)
+    unknown = wanted - SHARED_PRODUCTS
+    if unknown:
+        raise ParameterError(f"cannot compute products {sorted(unknown)} in the shared pass; "
+                             f"it computes {sorted(SHARED_PRODUCTS)}")
+    grads = wanted & GRADIENT_PRODUCTS
+    layers = [layer] if wanted & LAYER_PRODUCTS else []
+    modified = grads & {"guided", "deconvnet"}
+    x_in = x.detach().requires_grad_(bool(grads - {"layer_grad"}))
+    with handle.lock:
+        with (torch.enable_grad() if grads else torch.no_grad()), \
+                (relu_backward_rule() if modified else nullcontext()) as state, \
+                capture(handle.model, layers, differentiable=True) as store:
+            logits = handle.model(x_in)
+        activation = store.get(layer) if layers else None
+        if layers and activation is None:
+            raise ParameterError(f"layer {layer!r} is not used by the forward pass of {handle.name!r}")
+        if activation is not None and activation.ndim != 4:
+            raise ParameterError(f"layer {layer!r} outputs shape {tuple(activation.shape)}, "
+                                 "not a (N, C, h, w) feature map")
+        chosen = resolve_targets(logits.detach(), targets)
         out: dict[str, torch.Tensor] = {"logits": logits.detach()}
-        activation = self._captured(store) if layers else None
         if activation is not None:
             out["activation"] = activation.detach()
-        if activation is not None and activation.ndim != 4:
-            raise ParameterError(f"layer {self.layer!r} outputs shape {tuple(activation.shape)}, "
-                                 "not a (1, C, h, w) feature map")
-        score = logits[0, self._resolve_target(logits)]
-        out.update(gradient_products(score, grads, activation, x_in, state))
-        return out
+        if grads:
+            score = logits.gather(1, chosen[:, None]).sum()  # images are independent in eval mode
+            out.update(gradient_products(score, grads, activation, x_in, state))
+    relu_calls = state.calls if state is not None else None
+    return SharedProducts(out, chosen, relu_calls, time.perf_counter() - start)
+
+
+def resolve_targets(logits: torch.Tensor, targets: Optional[torch.Tensor]) -> torch.Tensor:
+    """``(N,)`` class per image: ``targets`` with ``-1`` replaced by the top-1 class of ``logits``."""
+    top1 = logits.argmax(dim=1)
+    if targets is None:
+        return top1
+    targets = torch.as_tensor(targets, dtype=torch.long, device=logits.device).reshape(-1)
+    if targets.shape[0] != logits.shape[0]:
+        raise ParameterError(f"got {targets.shape[0]} targets for {logits.shape[0]} images")
+    bad = targets[(targets >= logits.shape[1]) | (targets < -1)]
+    if bad.numel():
+        raise ParameterError(f"target {int(bad[0])} is out of range 0..{logits.shape[1] - 1}")
+    return torch.where(targets < 0, top1, targets)
 
 
 def gradient_products(score: torch.Tensor, grads: set[str], activation: Optional[torch.Tensor],

@@ -87,7 +87,7 @@ def test_scale_none_keeps_raw_cam_values(shapes):
     np.testing.assert_array_equal(raw, res.raw)
     assert raw.min() >= 0
     np.testing.assert_allclose(res.scaled, (raw - raw.min()) / (raw.max() - raw.min()), atol=1e-6)
-    assert res.layer_map.shape == (16, 16)
+    assert res.layer_map.shape == (32, 32)  # stage4 of shapes-cnn: stride 4
 
 
 def test_progress_and_cancel_for_long_methods(shapes):

@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from cnnviz_core.attribution import explain
-from cnnviz_core.audit.batched import batch_pass, explain_batch
+from cnnviz_core.attribution.passes import shared_pass
+from cnnviz_core.audit.batched import explain_batch
 from cnnviz_core.errors import ParameterError
 from cnnviz_core.hooks import hook_count
 from cnnviz_core.scenes import generate_scene
@@ -71,7 +72,9 @@ def test_unavailable_method_is_an_error_entry_not_an_exception():
 def test_bad_arguments(random_shapes, batch):
     with pytest.raises(ParameterError, match="unknown method"):
         explain_batch(random_shapes, batch, ["nope"])
-    with pytest.raises(ParameterError, match="targets"):
+    with pytest.raises(ParameterError, match="target 99 is out of range"):
         explain_batch(random_shapes, batch, ["gradcam"], targets=torch.tensor([99] * 5))
-    with pytest.raises(ParameterError, match="cannot batch"):
-        batch_pass(random_shapes, batch, "stage4", {"smoothgrad_noise"})
+    with pytest.raises(ParameterError, match="got 2 targets for 5 images"):
+        explain_batch(random_shapes, batch, ["gradcam"], targets=torch.tensor([1, 2]))
+    with pytest.raises(ParameterError, match="cannot compute products"):
+        shared_pass(random_shapes, batch, "stage4", {"smoothgrad_noise"})

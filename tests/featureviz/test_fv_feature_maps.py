@@ -26,7 +26,7 @@ def test_maps_match_truncated_forwards(random_shapes, scene):
         expected = forward_until(random_shapes.model, x, "stage2.relu1")[0]
     assert torch.allclose(maps["stage2.relu1"], expected, atol=1e-5)
     assert maps["stage1.conv1"].shape == (24, 128, 128)
-    assert maps["stage4"].shape == (128, 16, 16)
+    assert maps["stage4"].shape == (128, 32, 32)
     assert maps["fc"].shape == (6, 1, 1)
     # the BN output is captured before the in-place ReLU that follows it: it keeps its negatives
     assert (maps["stage1.bn1"] < 0).any() and (maps["stage2.relu1"] >= 0).all()
