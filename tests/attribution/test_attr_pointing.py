@@ -1,11 +1,12 @@
 """Grad-CAM localizes each object of held-out two-object scenes with the trained shapes-cnn.
 
 Measured on 200 scenes (seed 20000, 400 targets), stage4 at stride 4 (32x32 for 128 px): the
-class's own mask holds more of the map's energy than the other object's mask for 99.5 % of targets
-(the issue's goal: >= 90 %). The strict pointing game (maximum inside the mask) scores 84.5 %,
-below the issue's 90 % goal: the misses lie 1-3 px outside the object's edge, mostly in the notches
-between a star's arms (stars: 42 %), where the network's star evidence is. Within 2 px (half a
-layer cell) it is 91 %. The strict figure is asserted as the regression floor it is, not as the goal.
+class's own mask holds more of the map's energy than the other object's mask for 100 % of targets
+(the issue's goal: >= 90 %). The strict pointing game (maximum inside the mask) scores 89.75 %,
+just below the issue's 90 % goal (87.3 % on another 200 scenes, seed 20001): the misses are mostly
+rings (56 %), whose maximum sits in the hole - the one place where a unit sees the whole ring. Within
+2 px (half a layer cell) it is 93.25 %. The strict figure is asserted as the regression floor it is,
+not as the goal.
 """
 from __future__ import annotations
 
@@ -30,4 +31,4 @@ def test_gradcam_pointing_game_on_heldout_scenes():
     assert row.energy_wins >= 0.9, f"own mask holds more energy than the other for {row.energy_wins:.1%}"
     assert row.pointing_by_tolerance[HALF_LAYER_CELL_PX] >= 0.9, \
         f"Grad-CAM maximum within 2 px of the object for {row.pointing_by_tolerance[HALF_LAYER_CELL_PX]:.1%}"
-    assert row.pointing >= 0.8, f"strict pointing game {row.pointing:.1%} (was 84.5 % when measured)"
+    assert row.pointing >= 0.85, f"strict pointing game {row.pointing:.1%} (was 89.75 % when measured)"

@@ -46,8 +46,8 @@ def test_layer_table_of_a_loaded_model(random_shapes):
     assert rows[0]["path"] == "stage1.conv1" and rows[0]["output_shape"] == (24, 128, 128)
     assert rows[0]["macs"] == 128 * 128 * 24 * 3 * 9 and rows[0]["rf"] == 3
     stage4 = [r for r in rows if r["path"] == "stage4.relu2"][0]
-    # stride-4 CAM layer: stage3 does not pool, stage4 convs are dilated by 2 (receptive field 58 px)
-    assert stage4["output_shape"] == (128, 32, 32) and stage4["jump"] == 4 and stage4["rf"] == 58
+    # stride-4 CAM layer: stage3 does not pool, stage4 convs are dilated by 2 and 3 (receptive field 66 px)
+    assert stage4["output_shape"] == (128, 32, 32) and stage4["jump"] == 4 and stage4["rf"] == 66
     assert rows[-1]["path"] == "fc" and rows[-1]["rf"] is None
     assert sum(r["params"] for r in rows) == sum(p.numel() for p in random_shapes.model.parameters())
     assert hook_count(random_shapes.model) == 0
