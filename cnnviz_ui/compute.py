@@ -64,8 +64,7 @@ def scene(seed: int, index: int, tag: str):
 def class_label(handle: ModelHandle, index: Optional[int]) -> str:
     if index is None:
         return "top class"
-    names = handle.class_names
-    return names[index] if 0 <= index < len(names) else f"class {index}"
+    return handle.class_name(index)
 
 
 def explain_image(handle: ModelHandle, image: Image.Image, methods: Sequence[str], target: Optional[int],

@@ -15,14 +15,13 @@ def target_picker(handle: ModelHandle, sel: Selection, key: str, label: str = "E
     """Class to explain: ``None`` = the top-1 prediction, else a class index (top-5 listed first)."""
     preds = predict(handle, sel, topk=min(5, handle.num_classes))
     probs = {i: p for i, _, p in preds}
-    names = handle.class_names
     options: list[Optional[int]] = [None] + [i for i, _, _ in preds]
     options += [i for i in range(handle.num_classes) if i not in probs]
 
     def fmt(i: Optional[int]) -> str:
         if i is None:
             return f"Top prediction: {preds[0][1]} ({preds[0][2]:.0%})"
-        name = names[i] if 0 <= i < len(names) else f"class {i}"
+        name = handle.class_name(i)
         return f"{name} ({probs[i]:.0%})" if i in probs else name
 
     if st.session_state.get(key, None) not in options:

@@ -142,7 +142,7 @@ def explain_detailed(
             continue
         raw = computed.raw
         scaled = raw if m.family == "gradient" else minmax(raw)
-        info = {"target_name": _class_name(model, ctx.resolved_target()), "passes_run": ctx.passes_run,
+        info = {"target_name": model.class_name(ctx.resolved_target()), "passes_run": ctx.passes_run,
                 **computed.info}
         result = MethodResult(m.key, m.family, _numpy(raw), _numpy(scaled), _numpy(computed.layer_map),
                               ctx.resolved_target(), layer if m.uses_layer else None,
@@ -153,11 +153,6 @@ def explain_detailed(
     if cache is not None and ctx.target is not None and target is None:
         cache.put((model.key, digest, "top1"), ctx.target)
     return results
-
-
-def _class_name(model: ModelHandle, index: int) -> str:
-    names = model.class_names
-    return names[index] if 0 <= index < len(names) else f"class {index}"
 
 
 def explain(

@@ -81,6 +81,11 @@ class ModelHandle:
                 f"model {self.name!r} has no layer {path!r} (default {self.default_layer!r}; last conv layers: {hint})"
             ) from None
 
+    def class_name(self, index: int) -> str:
+        """Name of class ``index``, or ``"class N"`` where the model has no name for it."""
+        names = self.spec.class_names
+        return names[index] if 0 <= index < len(names) else f"class {index}"
+
     def class_index(self, target: Union[int, str]) -> int:
         """Validate a target class given as index or class name."""
         if isinstance(target, str) and not target.lstrip("-").isdigit():
@@ -152,8 +157,7 @@ class ModelHandle:
             raise ParameterError(f"topk must be >= 1, got {topk}")
         probs = self.probabilities(self.forward(x).float())[0]
         values, indices = probs.topk(min(topk, probs.numel()))
-        names = self.spec.class_names
-        return [(int(i), names[int(i)] if int(i) < len(names) else f"class {int(i)}", float(v))
+        return [(int(i), self.class_name(int(i)), float(v))
                 for v, i in zip(values.cpu(), indices.cpu())]
 
     def __repr__(self) -> str:
