@@ -25,7 +25,7 @@ sel = page_selection()
 # ---- 1. model debugging ---------------------------------------------------------------------------
 st.subheader("Debugging a shortcut: shapes-cnn vs shapes-cnn-biased")
 st.markdown(
-    "Both networks have the same architecture. The *biased* one was trained on scenes whose top-left **corner tag** "
+    "Both networks are built from the same four conv stages. The *biased* one was trained on scenes whose top-left **corner tag** "
     "colour always matched the shape's class, so it could get every training label right by reading the tag. "
     "With a *shuffled* tag (a colour that encodes another class), Grad-CAM shows where each model looks."
 )
@@ -55,7 +55,7 @@ with guard("Shortcut comparison"):
         st.warning("The bundled weights are not available here, so both models run with random weights "
                    "and the comparison is not meaningful.", icon=":material/warning:")
     else:
-        st.caption("Grad-CAM (Selvaraju et al. 2017) of each model's top class at its last conv stage. A model that "
+        st.caption("Grad-CAM (Selvaraju et al. 2017) of each model's top class at its default CAM layer. A model that "
                    "learned the shortcut lights the corner tag and follows its colour, not the shape.")
 
 # ---- 2. sanity check ------------------------------------------------------------------------------

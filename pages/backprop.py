@@ -39,9 +39,8 @@ with c3:
 methods = list(METHODS) + (["guided_gradcam"] if extra else [])
 layer = None
 if extra:
-    convs = handle.conv_layers
-    default = handle.default_layer if handle.default_layer in convs else convs[-1]
-    layer = st.selectbox("Grad-CAM layer", convs, index=convs.index(default), key="bp_layer")
+    layers = handle.cam_layers
+    layer = st.selectbox("Grad-CAM layer", layers, index=layers.index(handle.default_layer), key="bp_layer")
 
 with guard("Backprop"):
     results = explain_results(handle, sel, methods, target, layer)

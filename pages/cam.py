@@ -25,8 +25,7 @@ page_header(
 )
 sel = page_selection()
 handle = require_model(sel)
-convs = handle.conv_layers
-layers = convs + ([handle.default_layer] if handle.default_layer not in convs else [])
+layers = handle.cam_layers
 
 c1, c2, c3 = st.columns([2.2, 1, 1.2])
 methods = c1.multiselect("Methods", list(METHODS), default=DEFAULT_METHODS, key="cam_methods",
@@ -144,7 +143,7 @@ else:
     l1, l2 = st.columns([1, 2])
     m_layer = l1.selectbox("Method", cam_like, format_func=lambda k: METHODS[k].display_name, key="cam_layer_method",
                            index=cam_like.index("gradcam") if "gradcam" in cam_like else 0)
-    default_layers = list(dict.fromkeys(convs[-4:-1] + [handle.default_layer]))
+    default_layers = list(dict.fromkeys(handle.conv_layers[-4:-1] + [handle.default_layer]))
     chosen_layers = l2.multiselect("Layers", layers, default=[x for x in default_layers if x in layers],
                                    key="cam_layers", max_selections=6)
     with guard("Per-layer comparison"):

@@ -9,7 +9,7 @@ import torch
 
 from cnnviz_core.models.shapes import ShapesCNN
 from cnnviz_core.scenes import CLASSES
-from cnnviz_core.train import DEFAULT_OUT, HELDOUT_SEED, evaluate, load_trained, main
+from cnnviz_core.train import DEFAULT_OUT, HELDOUT_SEED, RECIPES, evaluate, load_trained, main
 
 NAMES = ("shapes-cnn", "shapes-cnn-biased")
 FRESH_SEED = 20_000  # neither a training seed (< 10_000) nor the seed of the JSON figures
@@ -23,7 +23,8 @@ def test_committed_weights_load_strictly_and_metadata_is_valid(name):
     assert meta["name"] == name and meta["arch"] == "ShapesCNN" and meta["display_name"]
     assert meta["classes"] == list(CLASSES) and meta["input_size"] == 128
     assert meta["arch_kwargs"]["num_classes"] == len(CLASSES)
-    assert meta["head"] in ("multilabel", "softmax") and meta["default_layer"] == "stage4"
+    assert meta["head"] in ("multilabel", "softmax")
+    assert meta["default_layer"] == RECIPES[name].cam_layer
     assert len(meta["mean"]) == 3 and all(0 < s < 1 for s in meta["std"])
     assert {"seed", "steps", "batch_size", "seconds", "torch"} <= set(meta["train"])
     assert meta["train"]["seconds"] <= 15 * 60 and meta["train"]["seed"] < HELDOUT_SEED

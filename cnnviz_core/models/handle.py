@@ -67,6 +67,13 @@ class ModelHandle:
     def default_layer(self) -> str:
         return self.spec.default_layer
 
+    @property
+    def cam_layers(self) -> list[str]:
+        """Layer choices for CAM methods: :attr:`conv_layers`, plus :attr:`default_layer` at the end
+        where it is not a convolution (e.g. ``layer4`` of a ResNet, ``fusion`` of shapes-cnn)."""
+        convs = self.conv_layers
+        return convs + ([self.default_layer] if self.default_layer not in convs else [])
+
     def layer_names(self) -> list[str]:
         """Every named submodule path (candidates for CAM layers and feature maps)."""
         return [name for name, _ in self.model.named_modules() if name]

@@ -64,12 +64,13 @@ def register_all() -> None:
     _register_shapes(
         "shapes-cnn",
         "Shapes CNN (ours, bundled)",
-        "4-stage CNN + GAP + linear, trained on generated scenes of 6 shapes; needs no download.",
+        "4-stage CNN + gated fusion + GAP + linear, trained on generated scenes of 6 shapes; needs no download.",
     )
     _register_shapes(
         "shapes-cnn-biased",
         "Shapes CNN, biased (ours, bundled)",
-        "Same network trained on scenes whose corner tag always matches the class: it learned the tag.",
+        "The same four conv stages (stride-8 stage4, no fusion), trained on scenes whose corner tag always matches "
+        "the class: it learned the tag.",
     )
 
     register(

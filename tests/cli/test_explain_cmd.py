@@ -27,7 +27,7 @@ def test_explain_writes_maps_input_and_summary(tmp_path, image_path, capsys):
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary == json.loads((out / "summary.json").read_text())
-    assert summary["model"] == "shapes-cnn" and summary["layer"] == "stage4" and summary["target"] == 2
+    assert summary["model"] == "shapes-cnn" and summary["layer"] == "fusion" and summary["target"] == 2
     assert len(summary["top5"]) == 5 and set(summary["seconds"]) == {"gradcam", "saliency", "scorecam"}
     x = np.load(out / "input.npy")
     assert x.shape == (1, 3, 128, 128) and x.dtype == np.float32
