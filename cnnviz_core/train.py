@@ -1,6 +1,6 @@
 """Train our own offline models on procedural scenes (:mod:`cnnviz_core.scenes`).
 
-Usage (one model at a time; about 12 and 6 minutes on 2 CPU cores with AMX)::
+Usage (one model at a time; about 8 and 6 minutes on 2 CPU cores with AMX)::
 
     python -m cnnviz_core.train shapes-cnn         [--seed 1] [--steps N] [--batch-size B]
     python -m cnnviz_core.train shapes-cnn-biased  [--out cnnviz_core/weights] [--threads 2]
