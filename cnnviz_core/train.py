@@ -73,11 +73,6 @@ class Recipe:
     cam_stride: int = 8
     gated_fusion: bool = False
 
-    @property
-    def cam_layer(self) -> str:
-        """The layer that feeds the pooling: the default layer of CAM methods."""
-        return "fusion" if self.gated_fusion else "stage4"
-
     def scene_args(self, index: int, total: int) -> dict:
         """Keyword arguments of ``generate_scene`` for training scene ``index`` of ``total``."""
         if self.biased:
@@ -239,7 +234,7 @@ def train(name: str, *, seed: int = 1, steps: int | None = None, batch_size: int
         "name": name, "display_name": recipe.display_name, "arch": "ShapesCNN",
         "arch_kwargs": arch_kwargs,
         "classes": list(CLASSES), "input_size": INPUT_SIZE, "mean": mean, "std": std,
-        "head": recipe.head, "default_layer": recipe.cam_layer,
+        "head": recipe.head, "default_layer": model.cam_layer,
         "train": {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": recipe.lr,
                   "threads": threads, "precision": "bf16-autocast" if bf16 else "fp32",
                   "seconds": seconds, "final_loss": round(avg, 5),

@@ -54,8 +54,8 @@ class ShapesCNN(nn.Module):
     """Input ``(N, 3, 128, 128)`` normalized RGB; output ``(N, num_classes)`` logits.
 
     Module paths: ``stage1``..``stage4`` (each a Sequential of ``convK``/``bnK``/``reluK``[/``pool``]),
-    ``gap`` (global average pooling) and ``fc`` (the linear classifier). ``stage4`` is the default
-    layer for CAM methods: 16x16 for a 128 px input with ``cam_stride=8``; with ``cam_stride=4``
+    ``gap`` (global average pooling) and ``fc`` (the linear classifier). Without ``fusion``,
+    ``stage4`` is :attr:`cam_layer`, the default layer for CAM methods: 16x16 for a 128 px input with ``cam_stride=8``; with ``cam_stride=4``
     stage3 does not pool and stage4's two convolutions are dilated by 2 and 3 instead (a la DeepLab),
     so stage4 is 32x32 (4 px cells) with a 66 px receptive field instead of 62.
 
@@ -79,6 +79,11 @@ class ShapesCNN(nn.Module):
         self.fusion = GatedFusion(w2, w4, w4) if gated_fusion else None
         self.gap = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(w4, num_classes)
+
+    @property
+    def cam_layer(self) -> str:
+        """Path of the layer that feeds the pooling (where CAM is exact): the default CAM layer."""
+        return "stage4" if self.fusion is None else "fusion"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         local = self.stage2(self.stage1(x))

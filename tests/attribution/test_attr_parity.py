@@ -189,8 +189,7 @@ def test_scorecam_is_the_papers_formula():
     res = explain_detailed(handle, x, "scorecam", cache=None, batch_size=32)["scorecam"]
     with torch.no_grad():
         act = {}
-        layer = handle.model.get_submodule(handle.spec.default_layer)
-        h = layer.register_forward_hook(lambda m, i, o: act.setdefault("a", o.clone()))
+        h = handle.module(handle.default_layer).register_forward_hook(lambda m, i, o: act.setdefault("a", o.clone()))
         try:
             target = int(handle.model(x)[0].argmax())
         finally:

@@ -16,6 +16,7 @@ from cnnviz_core.models.shapes import ShapesCNN
 def test_logits_are_the_linear_layer_on_the_pooled_cam_layer(kwargs, layer, side):
     torch.manual_seed(0)
     model = ShapesCNN(**kwargs).eval()
+    assert model.cam_layer == layer
     x = torch.randn(2, 3, 128, 128)
     seen = {}
     handle = model.get_submodule(layer).register_forward_hook(lambda m, i, o: seen.setdefault("a", o))
