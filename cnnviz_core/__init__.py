@@ -4,6 +4,7 @@ Public API (usable without Streamlit)::
 
     from cnnviz_core import load_model, load_image
     handle = load_model("shapes-cnn")            # bundled, no download
+    mine = load_model("finetuned.pth")            # your state_dict: architecture and head size detected
     x = handle.preprocess(load_image("cat.jpg"))  # (1, 3, H, W) normalized
     handle.predict(x, topk=5)                     # [(class_index, class_name, probability), ...]
 """
@@ -15,7 +16,7 @@ from .errors import (
     WeightsUnavailableError,
 )
 from .images import SAMPLES, image_digest, load_image, sample_image
-from .models import ModelHandle, get_spec, list_specs, load_model, readiness
+from .models import ModelHandle, UserModelOptions, entries, get_entry, load_model
 
 __version__ = "0.1.0"
 
@@ -41,7 +42,7 @@ def __getattr__(name: str):
 __all__ = [
     "CancelToken", "Engine", "METHODS", "Progress", "explain", "explain_detailed",
     "Cancelled", "CnnvizError", "ImageError", "MethodUnavailableError", "ModelError", "ModelHandle",
-    "ParameterError", "SAMPLES", "WeightsUnavailableError", "available_devices", "get_spec",
-    "image_digest", "list_specs", "load_image", "load_model", "readiness", "resolve_device",
+    "ParameterError", "SAMPLES", "UserModelOptions", "WeightsUnavailableError", "available_devices", "entries",
+    "get_entry", "image_digest", "load_image", "load_model", "resolve_device",
     "sample_image",
 ]

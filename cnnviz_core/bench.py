@@ -259,11 +259,10 @@ def report(name: str, t: dict[str, float], args: argparse.Namespace) -> None:
 def pointing_game(count: int) -> None:
     from .attribution import CAM_METHODS
     from .metrics import format_table, pointing_game_table
-    from .models.registry import get_spec, readiness
+    from .models import get_entry
     from .scenes import generate_scene
 
-    ready = readiness(get_spec("shapes-cnn")).status == "ready"
-    handle = load_model("shapes-cnn", weights="default" if ready else None)
+    handle = load_model("shapes-cnn", weights=get_entry("shapes-cnn").available_weights())
     scenes = [generate_scene(20_000, i, objects=2) for i in range(count)]
     methods = [m for m in CAM_METHODS if m != "cam"] + ["cam", "guided_backprop"]
     print(f"shapes-cnn ({handle.weights_label}), {count} two-object scenes (seed 20000), one target per object")

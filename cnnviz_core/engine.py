@@ -13,8 +13,9 @@ import torch
 
 from .cache import LRUCache
 from .device import resolve_device
-from .models import ModelHandle, load_model
-from .models.loading import ProgressFn, WeightsArg
+from .models import ModelHandle, UserModelOptions, load_model
+from .models.loading import WeightsArg
+from .models.sources import ProgressFn
 
 
 class Engine:
@@ -34,12 +35,16 @@ class Engine:
         weights: WeightsArg = "default",
         device: Union[str, torch.device, None] = None,
         *,
+        options: Optional[UserModelOptions] = None,
         progress: Optional[ProgressFn] = None,
         allow_download: Optional[bool] = None,
     ) -> ModelHandle:
-        """The loaded model for ``(name, weights, device)``, loading it on first use."""
+        """The loaded model for ``(name, weights, device, options)``, loading it on first use.
+
+        For models every session may share (catalog names, files under the model roots). A model a
+        visitor uploads belongs to that visitor's session and is never put here."""
         dev = resolve_device(device) if device is not None else self.device
-        key = (str(name_or_path), None if weights is None else str(weights), str(dev))
+        key = (str(name_or_path), None if weights is None else str(weights), str(dev), options)
         handle = self._models.get(key)
         if handle is not None:
             return handle
@@ -48,7 +53,8 @@ class Engine:
         with lock:
             handle = self._models.get(key)
             if handle is None:
-                handle = load_model(name_or_path, weights, dev, progress=progress, allow_download=allow_download)
+                handle = load_model(name_or_path, weights, dev, options=options, progress=progress,
+                                    allow_download=allow_download)
                 self._models.put(key, handle)
         return handle
 

@@ -13,13 +13,9 @@ from typing import Iterator, Optional
 import streamlit as st
 
 from cnnviz_core import Cancelled, CnnvizError
+from cnnviz_core.errors import one_line
 
 LOG = logging.getLogger("cnnviz_ui")
-
-
-def one_line(text: str, limit: int = 400) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def error_message(exc: BaseException) -> str:

@@ -6,7 +6,6 @@ Nothing here crashes: a model that cannot be loaded or an unreadable upload beco
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from contextlib import contextmanager
 from typing import Iterator, Optional
@@ -15,24 +14,26 @@ import streamlit as st
 from PIL import Image
 
 from cnnviz_core import (
-    SAMPLES, CnnvizError, ModelHandle, available_devices, get_spec, image_digest, list_specs, load_image, readiness,
+    SAMPLES, CnnvizError, ModelHandle, available_devices, entries, get_entry, image_digest,
 )
-
-from cnnviz_core.models.registry import hub_checkpoint_path
 
 from .errors import error_message, show_error
+from .image_set import IMAGE_TYPES, MAX_IMAGES, limits_text, read_image_set
 from .progress import progress_callback
 from .state import (
-    DEFAULT_MODEL, DEFAULT_SAMPLE, Selection, cached_sample, dev_random, get_engine, selection, set_selection,
+    DEFAULT_MODEL, DEFAULT_SAMPLE, Selection, cached_sample, dev_random, get_engine, persist, restore_choices,
+    selection, set_selection,
 )
+from .user_sidebar import user_model_section
 
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"]
+UPLOAD_TYPES = IMAGE_TYPES
 SOURCE_SAMPLE, SOURCE_UPLOAD = "Sample gallery", "Upload"
+SOURCE_CATALOG, SOURCE_YOURS = "Catalog", "Your model"
 
 
 @st.cache_data(show_spinner=False, ttl=20)
 def _readiness_label(name: str) -> str:
-    r = readiness(get_spec(name))
+    r = get_entry(name).readiness()
     if r.status == "needs download":
         return f"needs download ({r.download_mb:.0f} MB)"
     if r.status == "unavailable" and dev_random():
@@ -41,7 +42,7 @@ def _readiness_label(name: str) -> str:
 
 
 def _model_label(name: str) -> str:
-    return f"{get_spec(name).display_name} — {_readiness_label(name)}"
+    return f"{get_entry(name).display_name} — {_readiness_label(name)}"
 
 
 def _offline() -> bool:
@@ -59,63 +60,39 @@ def _load(name: str, weights: Optional[str], device: str, *, allow_download: boo
         bar.empty()
 
 
-_PERSISTENT = ("sb_model", "sb_random", "sb_device", "sb_source", "sb_sample")
-
-
-def _restore_choices() -> None:
-    """Re-apply the last sidebar choices (saved by the widgets' ``on_change``) before drawing them.
-
-    Through ``dashboard.py`` the widgets keep their identity on every page anyway; a page run on its
-    own (legacy ``pages/`` mode, ``AppTest.switch_page``) gives them new identities, which would
-    reset them to the defaults without this.
-    """
-    for key in _PERSISTENT:
-        if f"_keep_{key}" in st.session_state:
-            st.session_state[key] = st.session_state[f"_keep_{key}"]
-
-
-def _remember(key: str) -> None:
-    st.session_state[f"_keep_{key}"] = st.session_state[key]
-
-
-def _persist(key: str) -> dict:
-    """Widget kwargs that make ``key``'s value survive page switches."""
-    return {"key": key, "on_change": _remember, "args": (key,)}
-
-
-def _model_section() -> tuple[str, Optional[str], str, Optional[ModelHandle], Optional[str]]:
-    names = [s.name for s in list_specs()]
-    if st.session_state.get("sb_model") not in names:
-        st.session_state["sb_model"] = DEFAULT_MODEL
-    name = st.selectbox("Model", names, format_func=_model_label, **_persist("sb_model"),
-                        help="Readiness: ready = weights here; needs download = ImageNet weights not cached yet; "
-                             "untrained = no published weights (random initialisation).")
-    spec = get_spec(name)
-    status = readiness(spec)
-    random_weights = st.checkbox("Random weights (mechanics demo)", **_persist("sb_random"),
-                                 help="Initialise the network randomly (seed 0): the mechanics work, "
-                                      "the explanations are meaningless.")
+def _device_select() -> str:
     devices = available_devices()
     if st.session_state.get("sb_device") not in devices:
         st.session_state["sb_device"] = devices[0]
-    device = st.selectbox("Device", devices, **_persist("sb_device"))
+    return st.selectbox("Device", devices, **persist("sb_device"))
+
+
+def _model_section() -> tuple[str, Optional[str], str, Optional[ModelHandle], Optional[str]]:
+    names = [e.name for e in entries()]
+    if st.session_state.get("sb_model") not in names:
+        st.session_state["sb_model"] = DEFAULT_MODEL
+    name = st.selectbox("Model", names, format_func=_model_label, **persist("sb_model"),
+                        help="Readiness: ready = weights here; needs download = ImageNet weights not cached yet; "
+                             "untrained = no published weights (random initialisation).")
+    entry = get_entry(name)
+    arch, status = entry.architecture, entry.readiness()
+    random_weights = st.checkbox("Random weights (mechanics demo)", **persist("sb_random"),
+                                 help="Initialise the network randomly (seed 0): the mechanics work, "
+                                      "the explanations are meaningless.")
+    device = _device_select()
     weights: Optional[str] = None if random_weights or status.status == "untrained" else "default"
     if weights and status.status == "unavailable" and dev_random():
         weights = None
-    if spec.family == "ours":
-        st.caption(spec.description)
-    elif spec.paper:
-        st.caption(f"{spec.description}. *{spec.paper}*")
+    st.caption(arch.description + (f" · *{arch.paper}*" if arch.paper else ""))
     if weights and status.status == "unavailable":
         return name, weights, device, None, f"{name}: {status.detail}"
     if weights and status.status == "needs download":
         st.warning(f"{name} needs its ImageNet weights ({status.download_mb:.0f} MB) before it can run.",
                    icon=":material/download:")
         if _offline():
-            path = hub_checkpoint_path(spec.weights_enum.url)
             return name, weights, device, None, (
-                f"{name}: ImageNet weights are not in the cache and this app is offline — copy {path.name} into "
-                f"{path.parent} (or set TORCH_HOME) and reload, or tick Random weights.")
+                f"{name}: ImageNet weights are not in the cache and this app is offline — "
+                f"{entry.default_source.where()}, and reload, or tick Random weights.")
         if not st.button(f"Download {status.download_mb:.0f} MB and load", key="sb_download"):
             return name, weights, device, None, None  # waiting for the click; the warning above says why
         return _try_load(name, weights, device, allow_download=True)
@@ -135,43 +112,46 @@ def _try_load(name: str, weights: Optional[str], device: str, *, allow_download:
 
 
 def _on_upload() -> None:
-    if st.session_state.get("sb_upload") is not None:
+    if st.session_state.get("sb_upload"):
         st.session_state["sb_source"] = st.session_state["_keep_sb_source"] = SOURCE_UPLOAD
 
 
-def _decode_upload(data: bytes, filename: str) -> Image.Image:
-    memo = st.session_state.setdefault("sb_upload_memo", {})
-    key = hashlib.sha256(data).hexdigest()
-    if key not in memo:
-        memo.clear()
-        try:
-            memo[key] = load_image(data, max_side=1024)
-        except CnnvizError as exc:
-            memo[key] = exc
-    value = memo[key]
-    if isinstance(value, Exception):
-        raise type(value)(str(value).replace("upload:", f"{filename}:", 1))
-    return value
-
-
-def _image_section() -> tuple[Image.Image, str]:
+def _image_section() -> tuple[Image.Image, str, tuple]:
+    """``(image, label, image set)``: the image to look at, and the whole uploaded set (or ())."""
     if st.session_state.get("sb_sample") not in SAMPLES:
         st.session_state["sb_sample"] = DEFAULT_SAMPLE
-    source = st.radio("Image source", [SOURCE_SAMPLE, SOURCE_UPLOAD], horizontal=True, **_persist("sb_source"))
+    source = st.radio("Image source", [SOURCE_SAMPLE, SOURCE_UPLOAD], horizontal=True, **persist("sb_source"))
     if source == SOURCE_SAMPLE:
-        name = st.selectbox("Sample", list(SAMPLES), **_persist("sb_sample"))
-        return cached_sample(name), name
-    upload = st.file_uploader("PNG, JPEG, WebP, BMP or TIFF (≤ 50 MB)", type=UPLOAD_TYPES, key="sb_upload",
-                              on_change=_on_upload)
-    if upload is None:
+        name = st.selectbox("Sample", list(SAMPLES), **persist("sb_sample"))
+        return cached_sample(name), name, ()
+    uploads = st.file_uploader("Images or a zip of them", type=IMAGE_TYPES + ["zip"], accept_multiple_files=True,
+                               key="sb_upload", on_change=_on_upload, help=limits_text())
+    st.caption(limits_text())
+    if not uploads:
         st.caption("No file yet: showing the first sample.")
-        return cached_sample(DEFAULT_SAMPLE), DEFAULT_SAMPLE
-    try:
-        return _decode_upload(upload.getvalue(), upload.name), upload.name
-    except CnnvizError as exc:
-        st.error(error_message(exc), icon=":material/broken_image:")
+        return cached_sample(DEFAULT_SAMPLE), DEFAULT_SAMPLE, ()
+    memo = st.session_state.setdefault("sb_upload_memo", {})
+    found = read_image_set([(u.name, u.getvalue()) for u in uploads], memo)
+    if len(memo) > 4 * MAX_IMAGES:  # bound the per-session decode memo
+        memo.clear()
+    for line in found.problems:
+        if found.images:
+            st.warning(line, icon=":material/broken_image:")
+        else:
+            st.error(line, icon=":material/broken_image:")
+    if not found.images:
         st.caption("Showing the first sample instead.")
-        return cached_sample(DEFAULT_SAMPLE), DEFAULT_SAMPLE
+        return cached_sample(DEFAULT_SAMPLE), DEFAULT_SAMPLE, ()
+    labels = [i.label for i in found.images]
+    if len(labels) > 1:
+        if st.session_state.get("sb_pick") not in labels:
+            st.session_state["sb_pick"] = labels[0]
+        picked = st.selectbox(f"Look at ({len(labels)} images)", labels, **persist("sb_pick"),
+                              help="The CAM page can show every image of the set at once (Images × methods).")
+    else:
+        picked = labels[0]
+    chosen = found.images[labels.index(picked)]
+    return chosen.image, chosen.label, found.images
 
 
 _FRAME_KEY = "_cnnviz_frame_active"
@@ -210,18 +190,25 @@ def page_selection() -> Selection:
 
 def render_sidebar() -> Selection:
     """Draw the sidebar and store/return the :class:`Selection` the pages use."""
-    _restore_choices()
+    restore_choices()
     with st.sidebar:
         st.markdown("### :material/neurology: Model")
-        name, weights, device, handle, model_error = _model_section()
+        mine = st.radio("Model source", [SOURCE_CATALOG, SOURCE_YOURS], horizontal=True,
+                        **persist("sb_model_source")) == SOURCE_YOURS
+        if mine:
+            device = _device_select()
+            handle, model_error = user_model_section(device)
+            name, weights = (handle.name if handle is not None else "your model"), "file"
+        else:
+            name, weights, device, handle, model_error = _model_section()
         if model_error:
             st.error(model_error, icon=":material/error:")
-        elif handle is not None:
+        elif handle is not None and not mine:
             st.caption(f"Loaded: {handle.weights_label} on {handle.device} · {handle.input_size} px input · "
                        f"{handle.num_classes} classes")
         st.markdown("### :material/image: Image")
-        image, label = _image_section()
+        image, label, images = _image_section()
         st.image(image, caption=f"{label} · {image.size[0]}×{image.size[1]}", width="stretch")
-    sel = Selection(name, weights, device, image, label, image_digest(image), handle, model_error)
+    sel = Selection(name, weights, device, image, label, image_digest(image), handle, model_error, images, mine)
     set_selection(sel)
     return sel

@@ -46,6 +46,10 @@ class Selection:
     digest: str
     handle: Optional[ModelHandle] = None
     model_error: Optional[str] = None
+    #: The uploaded image set (``cnnviz_ui.image_set.SetImage``s; ``image`` is the one picked), or ().
+    images: tuple = ()
+    #: True when ``handle`` is this session's own model (sidebar "Your model"), never a catalog one.
+    user_model: bool = False
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -56,11 +60,10 @@ def cached_sample(name: str) -> Image.Image:
 def default_selection() -> Selection:
     """The selection when the sidebar has not run (a page script run on its own): the default
     model and the first sample image."""
-    from cnnviz_core import CnnvizError, get_spec, readiness
+    from cnnviz_core import CnnvizError, get_entry
 
     image = cached_sample(DEFAULT_SAMPLE)
-    missing = readiness(get_spec(DEFAULT_MODEL)).status != "ready"
-    weights = None if missing and dev_random() else "default"
+    weights = "default" if get_entry(DEFAULT_MODEL).available_weights() or not dev_random() else None
     try:
         handle, error = get_engine().model(DEFAULT_MODEL, weights), None
     except CnnvizError as exc:
@@ -83,6 +86,10 @@ def require_model(sel: Optional[Selection] = None) -> ModelHandle:
     sel = sel or selection()
     if sel.handle is not None:
         return sel.handle
+    if sel.user_model:
+        st.info("This page needs a loaded model: load your model in the sidebar (*Your model*), or switch the "
+                "model source back to the catalog.", icon=":material/info:")
+        st.stop()
     st.info(
         f"This page needs a loaded model: {sel.model_name} is not loaded. Download its weights from the sidebar, "
         "pick a ready model, or tick *Random weights (mechanics demo)*.",
@@ -95,11 +102,9 @@ def require_model(sel: Optional[Selection] = None) -> ModelHandle:
 def load_available(name: str) -> ModelHandle:
     """``name`` with its trained weights when they are here, else random weights (check
     ``handle.weights_label``): for pages that compare fixed models, never waiting for a download."""
-    from cnnviz_core import get_spec, readiness
+    from cnnviz_core import get_entry
 
-    status = readiness(get_spec(name)).status
-    weights = "default" if status == "ready" else None
-    return get_engine().model(name, weights)
+    return get_engine().model(name, get_entry(name).available_weights())
 
 
 def cached(key: tuple[Hashable, ...], compute: Callable[[], T]) -> T:
@@ -109,6 +114,27 @@ def cached(key: tuple[Hashable, ...], compute: Callable[[], T]) -> T:
     changing display-only controls (colormap, opacity...) never reruns a model pass.
     """
     return get_engine().results.get_or_compute(key, compute)
+
+
+def _remember(key: str) -> None:
+    st.session_state[f"_keep_{key}"] = st.session_state[key]
+
+
+def persist(key: str) -> dict:
+    """Widget kwargs that make ``key``'s value survive page switches (see :func:`restore_choices`)."""
+    return {"key": key, "on_change": _remember, "args": (key,)}
+
+
+def restore_choices() -> None:
+    """Re-apply the last choices of the :func:`persist` widgets (saved by their ``on_change``) before
+    drawing them.
+
+    Through ``dashboard.py`` the widgets keep their identity on every page anyway; a page run on its
+    own (legacy ``pages/`` mode, ``AppTest.switch_page``) gives them new identities, which would
+    reset them to the defaults without this.
+    """
+    for name in [k for k in st.session_state if isinstance(k, str) and k.startswith("_keep_")]:
+        st.session_state[name[len("_keep_"):]] = st.session_state[name]
 
 
 def page_state(page: str, name: str, default: Any = None) -> Any:

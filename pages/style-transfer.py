@@ -6,10 +6,9 @@ import os
 import numpy as np
 import streamlit as st
 
-from cnnviz_core import SAMPLES, CnnvizError, get_spec, load_image, plots, readiness
+from cnnviz_core import SAMPLES, CnnvizError, get_entry, load_image, plots
 from cnnviz_core.featureviz import STYLE_LAYERS, style_transfer
 from cnnviz_core.images import image_digest, to_png_bytes
-from cnnviz_core.models.registry import hub_checkpoint_path
 from cnnviz_ui import chart, download_buttons, error_message, get_engine, page_header, page_selection, run_controls, \
     run_task, show_status, task_state
 from cnnviz_ui.sidebar import UPLOAD_TYPES
@@ -27,9 +26,8 @@ page_header(
 )
 
 sel = page_selection()
-spec = get_spec(MODEL)
-ready = readiness(spec)
-checkpoint = hub_checkpoint_path(spec.weights_enum.url)
+entry = get_entry(MODEL)
+ready = entry.readiness()
 offline = bool(os.environ.get("CNNVIZ_OFFLINE"))
 if ready.status == "ready":
     options = [IMAGENET, RANDOM]
@@ -37,8 +35,7 @@ elif offline:
     options = [RANDOM]
     st.info(
         f"VGG-19's ImageNet weights ({ready.download_mb:.0f} MB) are not in the cache and this app is offline. "
-        f"To get real stylisation, copy `{checkpoint.name}` (from `{spec.weights_enum.url}`) to `{checkpoint.parent}` "
-        "(or point `TORCH_HOME` at a folder holding `hub/checkpoints/`) and reload. Until then the page runs with "
+        f"To get real stylisation, {entry.default_source.where()}, and reload. Until then the page runs with "
         "random weights: the optimisation works and the losses fall, but the picture is not a painting.",
         icon=":material/info:",
     )

@@ -1,7 +1,6 @@
 """Metrics: deletion/insertion (RISE), pointing game, energy pointing game, randomization check."""
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from cnnviz_core.metrics import (
     compare_maps, deletion, energy_in_mask, format_table, insertion, pointing_game, pointing_game_table,
     randomization_check,
 )
-from cnnviz_core.models import ModelHandle, get_spec
+from cnnviz_core.models import ModelHandle, ModelSpec
 
 
 class TopLeftModel(nn.Module):
@@ -28,8 +27,8 @@ class TopLeftModel(nn.Module):
 
 @pytest.fixture(scope="module")
 def toy():
-    spec = dataclasses.replace(get_spec("shapes-cnn"), name="toy", class_names=("a", "b"), input_size=32,
-                               resize_size=32, head="softmax")
+    spec = ModelSpec(name="toy", display_name="toy", class_names=("a", "b"), default_layer="", input_size=32,
+                     resize_size=32, head="softmax")
     return ModelHandle(spec, TopLeftModel(), torch.device("cpu"), "toy")
 
 

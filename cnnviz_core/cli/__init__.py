@@ -12,7 +12,7 @@ import importlib
 import sys
 from typing import Sequence
 
-from ..errors import CnnvizError
+from ..errors import CnnvizError, one_line
 
 #: Modules of this package that define subcommands, in the order ``--help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -54,11 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CnnvizError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {one_line(str(exc))}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return 130
     except (OSError, ValueError) as exc:
-        sys.stderr.write(f"error: {type(exc).__name__}: {exc}\n")
+        sys.stderr.write(f"error: {type(exc).__name__}: {one_line(str(exc))}\n")
         return 1

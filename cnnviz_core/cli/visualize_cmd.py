@@ -19,8 +19,9 @@ from ..featureviz.parametrization import PARAMETRIZATIONS
 from ..featureviz.params import OCTAVES_RANGE, SIZE_RANGE, STEPS_RANGE, check_choice, check_int
 from ..featureviz.style import INITS, OPTIMIZERS
 from ..images import load_image
-from ..models import ModelHandle, load_model
+from ..models import ModelHandle
 from ..progress import stderr_progress
+from .common import add_model_args, load_model_from_args
 
 
 def _range(r: tuple[int, int]) -> str:
@@ -28,13 +29,11 @@ def _range(r: tuple[int, int]) -> str:
 
 
 def _add_model(p: argparse.ArgumentParser, default: Optional[str] = None) -> None:
-    p.add_argument("--model", required=default is None, default=default, help="registered model name or model file")
-    p.add_argument("--weights", default="default", help="default | imagenet | none | PATH")
+    add_model_args(p, default_model=default)
 
 
 def _load(args: argparse.Namespace) -> ModelHandle:
-    weights = None if str(args.weights).lower() == "none" else args.weights
-    return load_model(args.model, weights=weights)
+    return load_model_from_args(args)
 
 
 def _save(image, out: str) -> int:  # noqa: ANN001 - uint8 array

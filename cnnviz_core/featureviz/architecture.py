@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import MethodUnavailableError
-from ..models import ModelHandle
+from ..models import ModelHandle, get_architecture
 
 _SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 _ADAPTIVE = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
@@ -146,13 +146,13 @@ def trace_layers(model: nn.Module, input_size: int, device: torch.device | str =
 def layer_table(handle: ModelHandle, input_size: Optional[int] = None) -> list[dict[str, Any]]:
     """:func:`trace_layers` for a loaded model at its input size (or ``input_size``).
 
-    Registered architectures are traced on a weightless copy built on the meta device (the shared
-    model is not touched); other models (your files) are traced for real under ``handle.lock``.
+    Catalog architectures are traced on a weightless copy built on the meta device (the shared
+    model is not touched); programs (your ``.pt2``/TorchScript files) are traced for real under
+    ``handle.lock``.
     """
     size = int(input_size or handle.input_size)
-    with torch.device("meta"):
-        copy = handle.spec.build()
-    if copy is not handle.model and all(p.is_meta for p in copy.parameters()):
+    if handle.spec.architecture:
+        copy = get_architecture(handle.spec.architecture).build_empty(handle.num_classes)
         return trace_layers(copy.eval(), size, "meta")
     try:
         with handle.lock:

@@ -2,7 +2,7 @@
 
 Depth, parameters, multiply-adds and the first convolution come from tracing each architecture on
 the meta device (:func:`.architecture.trace_layers`, no weights needed). ImageNet accuracy and
-GFLOPS come from torchvision's weights metadata (``get_spec(name).facts``); ZFNet's accuracy is the
+GFLOPS come from torchvision's weights metadata (``get_architecture(name).facts``); ZFNet's accuracy is the
 paper's (Zeiler & Fergus 2014, Table 2, one convnet, https://arxiv.org/abs/1311.2901) and its GFLOPS
 are our computed multiply-adds (torchvision's "GFLOPS" also count one multiply-add as one op).
 """
@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..models import get_spec
+from ..models import get_architecture
 from .architecture import summarize, trace_layers
 
 #: One sentence per architecture: what it brought.
@@ -32,10 +32,8 @@ DEFAULT_MODELS: tuple[str, ...] = ("alexnet", "zfnet", "vgg16", "vgg19", "resnet
 
 @lru_cache(maxsize=32)
 def _computed(name: str) -> dict[str, Any]:
-    spec = get_spec(name)
-    with torch.device("meta"):
-        model = spec.build().eval()
-    return summarize(trace_layers(model, spec.input_size, "meta"))
+    arch = get_architecture(name)
+    return summarize(trace_layers(arch.build_empty().eval(), arch.preprocessing.input_size, "meta"))
 
 
 def architecture_row(name: str) -> dict[str, Any]:
@@ -43,7 +41,7 @@ def architecture_row(name: str) -> dict[str, Any]:
     longest path), ``params`` (int), ``gflops`` (float, torchvision metadata or computed),
     ``gmacs_computed``, ``acc1``/``acc5`` (ImageNet-1k val %, ``None`` if unknown), ``acc_source``,
     ``conv1_kernel``, ``conv1_stride``, ``input_size``, ``contribution`` and ``paper``."""
-    spec = get_spec(name)
+    spec = get_architecture(name)
     facts, comp = spec.facts, _computed(name)
     gmacs = comp["macs"] / 1e9
     return {
@@ -59,7 +57,7 @@ def architecture_row(name: str) -> dict[str, Any]:
         "acc_source": facts.get("acc_source", ""),
         "conv1_kernel": comp["conv1_kernel"],
         "conv1_stride": comp["conv1_stride"],
-        "input_size": spec.input_size,
+        "input_size": spec.preprocessing.input_size,
         "contribution": CONTRIBUTIONS.get(name, ""),
         "paper": spec.paper,
     }

@@ -9,7 +9,7 @@ cached handle never see each other's activations.
 from __future__ import annotations
 
 import threading
-from typing import Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -18,8 +18,9 @@ from PIL import Image
 from torch import nn
 
 from ..errors import ParameterError
+from .card import ModelSpec
 from .inference import InferenceTwin
-from .registry import ModelSpec, conv_layer_paths
+from .layers import conv_layer_paths
 
 Prediction = tuple[int, str, float]
 
@@ -27,15 +28,26 @@ Prediction = tuple[int, str, float]
 class ModelHandle:
     """A loaded model. Build it with :func:`cnnviz_core.load_model`, not directly."""
 
-    def __init__(self, spec: ModelSpec, model: nn.Module, device: torch.device, weights_label: str) -> None:
+    def __init__(self, spec: ModelSpec, model: nn.Module, device: torch.device, weights_label: str, *,
+                 identity: Optional[str] = None, notes: Sequence[str] = (), hookable: bool = True,
+                 max_batch: Optional[int] = None) -> None:
         self.spec = spec
         self.device = device
         self.weights_label = weights_label
+        #: What was done to read the file (container key, prefixes stripped, architecture detected).
+        self.notes = tuple(notes)
+        #: False for TorchScript: its submodules take no hooks, so layer methods cannot run.
+        self.hookable = hookable
+        #: Largest batch a hooked pass may use (1 for programs exported for batch 1, which run a
+        #: batch sample by sample: a hook would see only the last sample); None = any.
+        self.max_batch = max_batch
         self.model = model.to(device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.lock = threading.RLock()
-        self.key = f"{spec.name}|{weights_label}|{device}"
+        # The identity of the weights (a file's sha256 for user files): results cached under this key
+        # are never served for another file of the same name.
+        self.key = f"{spec.name}|{identity or weights_label}|{device}"
         self._conv_layers = conv_layer_paths(self.model)
         self._mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
@@ -79,14 +91,24 @@ class ModelHandle:
         return [name for name, _ in self.model.named_modules() if name]
 
     def module(self, path: str) -> nn.Module:
-        """The submodule at ``path`` (e.g. ``"layer4"``); :class:`ParameterError` if there is none."""
+        """The submodule at ``path`` (e.g. ``"layer4"``; ``""`` is the model itself);
+        :class:`ParameterError` if there is none."""
+        if not path:
+            return self.model
         try:
             return self.model.get_submodule(path)
         except AttributeError:
-            hint = ", ".join(self._conv_layers[-3:]) or "(no conv layers)"
-            raise ParameterError(
-                f"model {self.name!r} has no layer {path!r} (default {self.default_layer!r}; last conv layers: {hint})"
-            ) from None
+            pass
+        except RuntimeError:  # TorchScript: "get_submodule is not supported on ScriptModules"
+            found: object = self.model
+            for part in path.split("."):
+                found = getattr(found, part, None)
+            if isinstance(found, nn.Module):
+                return found
+        hint = ", ".join(self._conv_layers[-3:]) or "(no conv layers)"
+        raise ParameterError(
+            f"model {self.name!r} has no layer {path!r} (default {self.default_layer!r}; last conv layers: {hint})"
+        ) from None
 
     def class_name(self, index: int) -> str:
         """Name of class ``index``, or ``"class N"`` where the model has no name for it."""

@@ -1,35 +1,41 @@
-"""Load models safely: registry names with their weights, and user model files.
+"""The one loader behind the engine, the CLI and the app: a catalog name with a weights choice, or a
+user's model file with what goes with it (:class:`~.userfiles.UserModelOptions`).
 
-Nothing is ever unpickled beyond tensors and plain containers: state_dicts go through
-``torch.load(weights_only=True)`` or safetensors, programs through ``torch.export.load`` or
-TorchScript. ImageNet weights use torchvision's weights API and cache (``$TORCH_HOME``) and load
-offline when the file is already there.
+``load_model("resnet18")``                    torchvision ResNet-18, ImageNet weights from the cache
+``load_model("resnet18", "ft.pth")``          the same architecture, the head sized by the file
+``load_model("ft.pth")``                      architecture detected from the state_dict
+``load_model("ft.pth", options=UserModelOptions(arch="timm:convnext_tiny", labels=(...)))``
+``load_model("model.pt2")`` / ``"model.ts"``  a torch.export / TorchScript program
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
-import urllib.request
-import zipfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Optional, Union
 
 import torch
-from torch import nn
 
 from ..device import resolve_device
-from ..errors import ModelError, ParameterError, WeightsUnavailableError
+from ..errors import ModelError, ParameterError
+from .architectures import Architecture, Preprocessing
+from .card import ModelSpec, spec_for
+from .catalog import ModelEntry, get_architecture, get_entry
 from .handle import ModelHandle
-from .registry import ModelSpec, get_spec, hub_checkpoint_path, list_specs
+from .layers import conv_layer_paths, default_cam_layer
+from .sources import ImageNetCache, ProgressFn, RandomInit, StateDictFile, WeightsSource
+from .userfiles import (
+    MODEL_SUFFIXES, UserModelOptions, detect_architecture, file_digest, is_program, read_program, read_state_dict,
+    sidecar_options,
+)
 
-ProgressFn = Callable[[float, str], None]
 WeightsArg = Union[str, Path, None]
-RANDOM_SEED = 0
-USER_MODEL_SUFFIXES = (".pt2", ".pt", ".pth", ".ts", ".torchscript", ".safetensors")
-_HASH_RE = re.compile(r"-([a-f0-9]+)\.")
+
+
+def is_model_file(text: Union[str, Path]) -> bool:
+    """Whether ``--model``'s value names a file rather than a catalog model."""
+    text = str(text)
+    return Path(text).suffix.lower() in MODEL_SUFFIXES or os.sep in text
 
 
 def load_model(
@@ -37,228 +43,140 @@ def load_model(
     weights: WeightsArg = "default",
     device: Union[str, torch.device, None] = "auto",
     *,
+    options: Optional[UserModelOptions] = None,
     progress: Optional[ProgressFn] = None,
     allow_download: Optional[bool] = None,
 ) -> ModelHandle:
-    """Load a registered model by name, or a user model file, and return a :class:`ModelHandle`.
+    """Load a catalog model by name, or a user model file, and return a :class:`ModelHandle`.
 
-    ``weights``: ``"default"`` (the model's own trained weights: ImageNet for the torchvision zoo,
-    the committed file for ours, random for ZFNet), ``"imagenet"``, ``None``/``"none"`` (random
-    init with seed 0) or the path of a state_dict (``.pt``/``.pth``/``.safetensors``).
-    ``allow_download`` defaults to ``$CNNVIZ_OFFLINE`` not being set.
+    ``weights`` (for a catalog name): ``"default"`` (its own: ImageNet for torchvision, the bundled
+    file for ours, random for ZFNet and timm), ``"imagenet"``, ``None``/``"none"`` (random init,
+    seed 0) or the path of a state_dict/checkpoint (any head size). ``options``: class names,
+    preprocessing and layer that go with the file (a ``<file>.json`` sidecar fills what is not
+    given). ``allow_download`` defaults to ``$CNNVIZ_OFFLINE`` not being set.
     """
     dev = resolve_device(device)
-    text = str(name_or_path)
-    if Path(text).suffix.lower() in USER_MODEL_SUFFIXES or os.sep in text:
-        return load_user_model(Path(text), dev)
-    spec = get_spec(text)
-    label, model = _build_with_weights(spec, weights, progress, allow_download)
-    return ModelHandle(spec, model, dev, label)
+    if is_model_file(name_or_path):
+        return load_user_model(Path(name_or_path), dev, options=options)
+    entry = get_entry(str(name_or_path))
+    source = weights_source(entry, weights)
+    loaded = source.load(entry.architecture, progress=progress, allow_download=allow_download)
+    user = (options or UserModelOptions()).validated()
+    if not isinstance(source, StateDictFile):
+        user = UserModelOptions(labels=user.labels, input_size=user.input_size, resize_size=user.resize_size,
+                                mean=user.mean, std=user.std, default_layer=user.default_layer)
+    elif weights is not None:
+        user = user.over(sidecar_options(Path(str(weights))))
+    spec = _spec_with(entry.architecture, loaded.class_names, user, name=entry.name)
+    identity = f"{source.key}:{file_digest(Path(str(weights)))}" if isinstance(source, StateDictFile) else source.key
+    return ModelHandle(spec, loaded.model, dev, loaded.label, identity=identity, notes=loaded.notes)
 
 
-def _random_model(spec: ModelSpec) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_SEED)
-        return spec.build()
-
-
-def _build_with_weights(
-    spec: ModelSpec, weights: WeightsArg, progress: Optional[ProgressFn], allow_download: Optional[bool]
-) -> tuple[str, nn.Module]:
+def weights_source(entry: ModelEntry, weights: WeightsArg) -> WeightsSource:
+    """The source that a ``weights`` argument names for ``entry``."""
     choice = "none" if weights is None else str(weights)
     if choice.lower() == "none":
-        return f"random init (seed {RANDOM_SEED})", _random_model(spec)
-    if choice.lower() in ("default", "imagenet"):
-        if choice.lower() == "imagenet" and spec.family != "imagenet":
-            raise ParameterError(f"model {spec.name!r} has no ImageNet weights; use 'default', 'none' or a file")
-        if spec.family == "ours":
-            return "bundled", _load_state_into(spec, _read_state_dict(spec.weights_file), strict=True)
-        if spec.weights_enum is None:
-            return f"untrained: random init (seed {RANDOM_SEED})", _random_model(spec)
-        path = ensure_checkpoint(spec, progress=progress, allow_download=allow_download)
-        state = spec.weights_enum.get_state_dict(progress=False, weights_only=True, map_location="cpu")
-        from .zoo import finish_zoo_model
-
-        model = finish_zoo_model(spec.name, _load_state_into(spec, state, strict=True))
-        return f"ImageNet ({path.name})", model
-    path = Path(choice)
-    return f"file {path.name}", _load_state_into(spec, _read_state_dict(path), strict=True)
+        return RandomInit()
+    if choice.lower() == "default":
+        return entry.default_source
+    if choice.lower() == "imagenet":
+        if not isinstance(entry.default_source, ImageNetCache):
+            raise ParameterError(f"model {entry.name!r} has no ImageNet weights; use 'default', 'none' or a file")
+        return entry.default_source
+    return StateDictFile(Path(choice))
 
 
-def _load_state_into(spec: ModelSpec, state: dict[str, torch.Tensor], *, strict: bool) -> nn.Module:
-    """Build ``spec``'s architecture on the meta device (no random init cost) and assign ``state``."""
-    with torch.device("meta"):
-        model = spec.build()
-    try:
-        model.load_state_dict(state, strict=strict, assign=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:2])[:300]
-        raise ModelError(f"weights do not fit {spec.name!r}: {detail}") from None
-    leftover = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
-    if leftover:
-        raise ModelError(f"weights for {spec.name!r} lack tensors: {', '.join(leftover[:5])}")
-    return model
+def _labels_for(classes: tuple[str, ...], labels: Optional[tuple[str, ...]], where: str) -> tuple[str, ...]:
+    if labels is None:
+        return classes
+    if len(labels) != len(classes):
+        raise ModelError(f"{where}: the labels give {len(labels)} names but the model has {len(classes)} outputs")
+    return labels
 
 
-def _read_state_dict(path: Optional[Path]) -> dict[str, torch.Tensor]:
-    """Read a state_dict from ``.safetensors`` or a ``torch.save`` file, refusing arbitrary pickles."""
-    if path is None or not Path(path).is_file():
-        raise ModelError(f"weights file not found: {path}")
+def _spec_with(arch: Architecture, classes: Optional[tuple[str, ...]], user: UserModelOptions, *, name: str,
+               display_name: Optional[str] = None, description: Optional[str] = None) -> ModelSpec:
+    base = arch.preprocessing
+    size = user.input_size or base.input_size
+    resize = user.resize_size or (base.resize_size if size == base.input_size else size)
+    prep = Preprocessing(input_size=size, resize_size=resize, mean=user.mean or base.mean, std=user.std or base.std)
+    names = _labels_for(classes or arch.class_names, user.labels, name)
+    return spec_for(arch, name=name, display_name=display_name, class_names=names, preprocessing=prep,
+                    default_layer=user.default_layer, description=description)
+
+
+def load_user_model(path: Path, device: torch.device, *, options: Optional[UserModelOptions] = None,
+                    display_name: Optional[str] = None) -> ModelHandle:
+    """Load a user's model file: a state_dict/checkpoint of a catalog architecture (detected, or
+    named by ``options.arch``), a ``.pt2`` (torch.export) or TorchScript program.
+
+    ``options`` win over the ``<file>.json`` sidecar, which wins over the defaults. Every refusal is
+    one :class:`ModelError` line."""
     path = Path(path)
-    if path.suffix.lower() == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ModelError(f"{path.name}: not a valid safetensors file ({exc})") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError, RuntimeError, EOFError...: all mean "not safe/valid"
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise ModelError(
-            f"{path.name}: refused - not a plain tensor state_dict loadable with weights_only=True ({reason})"
-        ) from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelError(f"{path.name}: expected a state_dict (name -> tensor), got {type(obj).__name__}")
-    return obj
-
-
-# ---- ImageNet checkpoints in torchvision's cache ------------------------------------------------
-def ensure_checkpoint(
-    spec: ModelSpec, *, progress: Optional[ProgressFn] = None, allow_download: Optional[bool] = None
-) -> Path:
-    """Path of ``spec``'s ImageNet checkpoint in the torch hub cache, downloading it if allowed."""
-    url = spec.weights_enum.url
-    path = hub_checkpoint_path(url)
-    if path.is_file():
-        return path
-    if allow_download is None:
-        allow_download = not os.environ.get("CNNVIZ_OFFLINE")
-    how = f"place {path.name} in {path.parent} (or set TORCH_HOME), downloaded from {url}"
-    if not allow_download:
-        raise WeightsUnavailableError(f"{spec.name} ImageNet weights are not in the cache; offline mode: {how}")
-    try:
-        download_file(url, path, progress=progress)
-    except OSError as exc:
-        raise WeightsUnavailableError(
-            f"{spec.name} ImageNet weights ({spec.facts.get('file_mb', 0):.0f} MB) could not be downloaded "
-            f"({type(exc).__name__}: {str(exc)[:80]}); {how}"
-        ) from None
-    return path
-
-
-def download_file(url: str, dest: Path, *, progress: Optional[ProgressFn] = None, timeout: float = 20.0) -> Path:
-    """Download ``url`` to ``dest`` atomically, reporting ``progress(fraction, text)``; checks the
-    sha256 prefix that torchvision puts in file names (``resnet18-f37072fd.pth``)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".partial")
-    sha = hashlib.sha256()
-    with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-        total = int(response.headers.get("Content-Length") or 0)
-        done = 0
-        while chunk := response.read(1 << 20):
-            out.write(chunk)
-            sha.update(chunk)
-            done += len(chunk)
-            if progress is not None:
-                frac = done / total if total else 0.0
-                progress(min(frac, 1.0), f"{done / 2**20:.1f} / {total / 2**20:.1f} MB")
-    match = _HASH_RE.search(dest.name)
-    if match and not sha.hexdigest().startswith(match.group(1)):
-        tmp.unlink(missing_ok=True)
-        raise OSError(f"checksum mismatch for {dest.name}")
-    tmp.replace(dest)
-    return dest
-
-
-# ---- user model files ---------------------------------------------------------------------------
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        names = zf.namelist()
-    return any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names)
-
-
-def _user_spec(path: Path, model: nn.Module, meta: dict[str, Any]) -> ModelSpec:
-    size = int(meta.get("input_size", 224))
-    with torch.inference_mode():
-        out = model(torch.zeros(1, 3, size, size))
-    num = int(out.shape[-1])
-    classes = meta.get("classes")
-    if classes is None:
-        from .zoo import IMAGENET_CLASSES
-
-        classes = IMAGENET_CLASSES if num == 1000 else tuple(f"class {i}" for i in range(num))
-    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    return ModelSpec(
-        name=f"file:{path.name}",
-        display_name=f"{path.name} (your file)",
-        family="ours",
-        build=lambda: model,
-        class_names=tuple(classes),
-        default_layer=meta.get("default_layer") or (convs[-1] if convs else ""),
-        input_size=size,
-        resize_size=int(meta.get("resize_size", size if meta.get("input_size") else 256)),
-        mean=tuple(meta.get("mean", (0.485, 0.456, 0.406))),
-        std=tuple(meta.get("std", (0.229, 0.224, 0.225))),
-        description=f"user model loaded from {path}",
-    )
-
-
-def load_user_model(path: Path, device: torch.device) -> ModelHandle:
-    """Load a ``.pt2`` (torch.export), TorchScript, or state_dict file of a registered architecture.
-
-    An optional ``<file>.json`` beside it may give ``classes``, ``input_size``, ``mean``, ``std``,
-    ``default_layer`` (and ``arch`` for a state_dict).
-    """
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
-    sidecar = path.with_suffix(path.suffix + ".json")
-    meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-    suffix = path.suffix.lower()
+    user = (options or UserModelOptions()).over(sidecar_options(path)).validated()
+    shown = display_name or path.name
+    digest = file_digest(path)
+    if is_program(path):
+        return _load_program(path, device, user, shown, digest)
+    read = read_state_dict(path)
+    arch_name = user.arch or detect_architecture(read.state, shown)
     try:
-        if suffix == ".pt2":
-            program = torch.export.load(str(path))
-            model = torch.export.unflatten(program)
-            label = "torch.export program"
-        elif suffix in (".ts", ".torchscript") or (suffix in (".pt", ".pth") and _is_torchscript(path)):
-            model = torch.jit.load(str(path), map_location="cpu")
-            label = "TorchScript"
-        else:
-            state = _read_state_dict(path)
-            spec = _match_architecture(state, meta.get("arch"), path)
-            model = _load_state_into(spec, state, strict=True)
-            if spec.family == "imagenet":
-                from .zoo import finish_zoo_model
-
-                model = finish_zoo_model(spec.name, model)
-            return ModelHandle(replace(spec, name=f"{spec.name}:{path.name}"), model, device, f"file {path.name}")
-    except (ModelError, ParameterError):
-        raise
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path.name}: could not load as a model ({reason})") from None
-    return ModelHandle(_user_spec(path, model, meta), model, device, label)
+        arch = get_architecture(arch_name)
+    except ModelError as exc:
+        raise ModelError(f"{shown}: {exc}") from None
+    source = StateDictFile(path)
+    loaded = source.load(arch)
+    notes = tuple(read.notes) + (() if user.arch else (f"architecture detected: {arch.name}",))
+    spec = _spec_with(arch, loaded.class_names, user, name=f"{arch.name}:{shown}",
+                      display_name=f"{shown} ({arch.name}, your file)",
+                      description=f"your file {shown}: {arch.name} with {len(loaded.class_names or arch.class_names)} "
+                                  "classes")
+    return ModelHandle(spec, loaded.model, device, f"file {shown} (sha256 {digest[:12]})",
+                       identity=f"file:{digest}", notes=notes)
 
 
-def _match_architecture(state: dict[str, torch.Tensor], arch: Optional[str], path: Path) -> ModelSpec:
-    """The registered architecture whose parameter names and shapes equal ``state``'s."""
-    if arch:
-        return get_spec(arch)
-    wanted = {k: tuple(v.shape) for k, v in state.items()}
-    for spec in list_specs():
-        with torch.device("meta"):
-            model = spec.build()
-        have = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        if have == wanted:
-            return spec
-    raise ModelError(
-        f"{path.name}: a state_dict that fits no registered architecture; "
-        f"add {path.name}.json with {{\"arch\": NAME}} or export the model with torch.export (.pt2)"
-    )
+def _load_program(path: Path, device: torch.device, user: UserModelOptions, shown: str, digest: str) -> ModelHandle:
+    program = read_program(path)
+    size = program.fixed_size or user.input_size or 224
+    if program.fixed_size and user.input_size and user.input_size != program.fixed_size:
+        raise ModelError(f"{shown}: the program was exported for {program.fixed_size}x{program.fixed_size} inputs "
+                         f"and cannot run at {user.input_size} px; drop the input size or re-export with dynamic shapes")
+    module = program.module.eval()
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(1, 3, size, size))
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+        first = str(exc).strip().splitlines()[0][:140] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{shown}: the program does not run on a 1x3x{size}x{size} input ({first}); "
+                         "give its input size (--input-size or the sidecar)") from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        raise ModelError(f"{shown}: the program returns {type(out).__name__} "
+                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else ''}; cnnviz needs (N, classes) logits")
+    num = int(out.shape[1])
+    from .catalog import IMAGENET_CLASSES
+
+    classes = IMAGENET_CLASSES if num == 1000 else tuple(f"class {i}" for i in range(num))
+    layer = user.default_layer or default_cam_layer(module, size, device="cpu") or \
+        next(iter(conv_layer_paths(module)[-1:]), "")
+    resize = user.resize_size or (256 if size == 224 else size)
+    arch = Architecture(name=f"file:{shown}", display_name=f"{shown} (your {program.kind})", builder=lambda: module,
+                        class_names=classes, default_layer=layer,
+                        preprocessing=Preprocessing(input_size=size, resize_size=resize,
+                                                    mean=user.mean or Preprocessing().mean,
+                                                    std=user.std or Preprocessing().std))
+    spec = replace(_spec_with(arch, None, UserModelOptions(labels=user.labels), name=f"file:{shown}",
+                              description=f"your {program.kind} {shown}, {size} px input, {num} classes"),
+                   architecture="")
+    notes = (f"{program.kind}, input {size} px" + (" (fixed by the program)" if program.fixed_size else ""),)
+    if not program.hookable:
+        notes += ("TorchScript cannot be hooked: layer methods (CAM family, guided backprop, deconvnet) need a "
+                  "state_dict or a .pt2; saliency, Integrated Gradients, SmoothGrad and occlusion work",)
+    return ModelHandle(spec, module, device, f"{program.kind} {shown} (sha256 {digest[:12]})",
+                       identity=f"file:{digest}", notes=notes, hookable=program.hookable,
+                       max_batch=program.fixed_batch)
+
+
+__all__ = ["ModelSpec", "UserModelOptions", "WeightsArg", "is_model_file", "load_model", "load_user_model",
+           "weights_source"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from cnnviz_core import load_model
-from cnnviz_core.models.ours import WEIGHTS_DIR
+from cnnviz_core.models.catalog import WEIGHTS_DIR
 
 
 @pytest.fixture(scope="module")

@@ -7,21 +7,19 @@ import torch
 
 from cnnviz_core.featureviz import architecture_comparison, layer_table, summarize, trace_layers
 from cnnviz_core.hooks import hook_count
-from cnnviz_core.models import get_spec
+from cnnviz_core.models import get_architecture
 from cnnviz_core.models.zfnet import PAPER_TOP1_ERROR, PAPER_TOP5_ERROR
 
 
 def meta_rows(name: str):
-    spec = get_spec(name)
-    with torch.device("meta"):
-        model = spec.build().eval()
-    return trace_layers(model, spec.input_size, "meta")
+    arch = get_architecture(name)
+    return trace_layers(arch.build_empty().eval(), arch.preprocessing.input_size, "meta")
 
 
 @pytest.mark.parametrize("name", ["alexnet", "vgg16", "resnet18", "googlenet", "convnext_tiny"])
 def test_totals_match_torchvision_metadata(name):
     totals = summarize(meta_rows(name))
-    facts = get_spec(name).facts
+    facts = get_architecture(name).facts
     assert totals["params"] == facts["params"]
     assert totals["macs"] / 1e9 == pytest.approx(facts["gflops"], abs=2e-3)
 
@@ -60,7 +58,7 @@ def test_architecture_comparison_rows():
         (11, 4), (7, 2), (3, 1), (3, 1), (7, 2), (7, 2)]
     assert rows["zfnet"]["acc1"] == pytest.approx(100 - PAPER_TOP1_ERROR)
     assert rows["zfnet"]["acc5"] == pytest.approx(100 - PAPER_TOP5_ERROR)
-    assert rows["vgg16"]["acc1"] == get_spec("vgg16").facts["acc1"]
+    assert rows["vgg16"]["acc1"] == get_architecture("vgg16").facts["acc1"]
     assert rows["zfnet"]["gflops"] > rows["alexnet"]["gflops"]  # stride 2 conv1 costs more
     for r in rows.values():
         assert r["depth"] > 0 and r["params"] > 1e6 and r["year"] and r["contribution"].endswith(".")
@@ -71,8 +69,8 @@ def test_real_trace_of_an_unregistered_model_matches_the_meta_trace(random_shape
 
     from cnnviz_core.models import ModelHandle
 
-    model = random_shapes.spec.build()
-    user = ModelHandle(replace(random_shapes.spec, build=lambda: model), model, random_shapes.device, "file x")
-    real = layer_table(user)  # build() returns the loaded model itself: traced for real, under the lock
+    model = get_architecture("shapes-cnn").build()
+    user = ModelHandle(replace(random_shapes.spec, architecture=""), model, random_shapes.device, "file x")
+    real = layer_table(user)  # no catalog architecture (a program file): traced for real, under the lock
     assert real == layer_table(random_shapes)
     assert hook_count(model) == 0

@@ -9,11 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from cnnviz_core import load_model, readiness
+from cnnviz_core import load_model
 from cnnviz_core.errors import ModelError, ParameterError, WeightsUnavailableError
-from cnnviz_core.models import get_spec
-from cnnviz_core.models.registry import hub_checkpoint_path
-from cnnviz_core.models.zoo import build_zoo_model
+from cnnviz_core.models import get_architecture, get_entry
+
+
+def build_zoo_model(name: str) -> nn.Module:
+    return get_architecture(name).build()
 
 
 def _params_equal(a: nn.Module, b_state: dict) -> bool:
@@ -31,20 +33,20 @@ def test_random_init_is_seeded_and_frozen():
 def test_torchvision_checkpoint_in_temporary_torch_home_loads_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("CNNVIZ_OFFLINE", "1")
-    spec = get_spec("resnet18")
-    path = hub_checkpoint_path(spec.weights_enum.url)
+    entry = get_entry("resnet18")
+    path = entry.imagenet.path
     assert path.parent == tmp_path / "hub" / "checkpoints"
-    assert readiness(spec).status == "needs download"
+    assert entry.readiness().status == "needs download"
     torch.manual_seed(123)
     state = build_zoo_model("resnet18").state_dict()
     path.parent.mkdir(parents=True)
     torch.save(state, path)
-    assert readiness(spec).status == "ready"
+    assert entry.readiness().status == "ready"
     for weights in ("imagenet", "default"):
         handle = load_model("resnet18", weights=weights)
         assert _params_equal(handle.model, state)
         assert "ImageNet" in handle.weights_label
-    assert handle.predict(torch.zeros(1, 3, 224, 224), topk=3)[0][1] in spec.class_names
+    assert handle.predict(torch.zeros(1, 3, 224, 224), topk=3)[0][1] in entry.architecture.class_names
 
 
 def test_missing_checkpoint_offline_gives_actionable_message(tmp_path, monkeypatch):
@@ -68,7 +70,7 @@ def test_unknown_model_name():
 
 def test_state_dict_path_for_registered_architecture(tmp_path):
     torch.manual_seed(5)
-    state = get_spec("zfnet").build().state_dict()
+    state = build_zoo_model("zfnet").state_dict()
     path = tmp_path / "zf.pth"
     torch.save(state, path)
     handle = load_model("zfnet", weights=str(path))
