@@ -4,6 +4,17 @@ The CLI prints ``str(error)`` on stderr and exits non-zero; the app shows it wit
 """
 from __future__ import annotations
 
+import re
+
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x1f\x7f-\x9f]")
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    """``text`` as one printable line: terminal escape sequences and control characters removed,
+    runs of white space collapsed, cut to ``limit`` characters. Every message a user sees passes here."""
+    line = " ".join(_ESCAPES.sub(" ", str(text)).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
 
 class CnnvizError(Exception):
     """Base class: an error caused by the user's input or environment, not by a bug."""
@@ -35,3 +46,8 @@ class Cancelled(CnnvizError):
     """Long-running work stopped because its cancel flag was set."""
 
     exit_code = 130
+
+
+class PathNotAllowedError(ParameterError):
+    """A server path outside the configured roots (``CNNVIZ_DATA_ROOT`` / ``CNNVIZ_MODEL_ROOT``),
+    or one with ``..``, a NUL byte, or nothing in it."""

@@ -5,11 +5,19 @@
 per-method summary, the distribution of each metric per method, a per-class breakdown, the worst
 images of a method with their saved maps (``--save-maps``; the image alone otherwise) and the
 failed rows. No torch here: reading is pyarrow/pandas, figures are Plotly.
+
+What the server opens for a visitor (:mod:`cnnviz_core.paths`): a results path only under
+:func:`~cnnviz_core.paths.data_roots` (``CNNVIZ_DATA_ROOT``); in such a folder, a row's ``map_path``
+only inside the folder, and its image only under the data roots (relative image paths are read from
+the server's working folder, where ``python -m cnnviz_core audit`` writes them from). An uploaded
+results file never makes the server open a file: it shows only what it contains (rows and metrics;
+our format embeds no images or maps, so its panels say so in one line).
 """
 from __future__ import annotations
 
+import html
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -18,9 +26,10 @@ import streamlit as st
 from cnnviz_core import plots
 from cnnviz_core.audit.figures import (METRIC_COLUMNS, available_metrics, class_breakdown, distribution_figure,
                                        model_view, worst_rows)
-from cnnviz_core.audit.results import method_summary, read_manifest, read_results
-from cnnviz_core.errors import CnnvizError
+from cnnviz_core.audit.results import MANIFEST, MAX_RESULTS_BYTES, method_summary, read_manifest, read_results
+from cnnviz_core.errors import CnnvizError, ParameterError
 from cnnviz_core.images import load_image
+from cnnviz_core.paths import DATA_ROOT_ENV, confine, data_roots, is_within, safe_join
 
 from .errors import show_error
 from .layout import chart
@@ -28,21 +37,38 @@ from .layout import chart
 Source = Union[str, Path, Any]  # a path, or an UploadedFile (file-like with getvalue())
 
 
+UPLOAD_NO_IMAGES = ("Images not in the upload: only a results folder on the server (under the data roots) "
+                    "can show images.")
+
+
 @st.cache_data(show_spinner="Reading audit results…", max_entries=8)
-def _load(path: str, stamp: str, data: Optional[bytes]) -> pd.DataFrame:
-    """``stamp`` (part names and times, or the upload's name) only keys the cache."""
-    return read_results(data if data is not None else path).to_pandas()
+def _load(path: str, stamp: str, data: Optional[bytes], roots: tuple[str, ...] = ()) -> pd.DataFrame:
+    """``stamp`` (part names and times, or the upload's name) only keys the cache; ``roots``: the
+    data roots a folder's parts must lie under."""
+    if data is not None:
+        return read_results(data).to_pandas()
+    return read_results(path, roots=[Path(r) for r in roots]).to_pandas()
 
 
 def _read(source: Source) -> tuple[pd.DataFrame, Optional[Path]]:
-    """Results as a DataFrame and the results folder (for saved maps), or None for uploads."""
+    """Results as a DataFrame and the results folder (for saved maps), or None for uploads.
+    A server path must lie under the data roots (else one-line ``PathNotAllowedError``)."""
     if isinstance(source, (str, Path)):
-        path = Path(source)
+        roots = data_roots()
+        path = confine(source, roots, what="results path")
         parts = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path]
         stamp = "|".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in parts if p.exists())
-        return _load(str(path), stamp, None), (path if path.is_dir() else path.parent)
-    data = source.getvalue() if hasattr(source, "getvalue") else source.read()
+        frame = _load(str(path), stamp, None, tuple(map(str, roots)))
+        return frame, (path if path.is_dir() else path.parent)
+    data = source.getvalue() if hasattr(source, "getvalue") else source.read(MAX_RESULTS_BYTES + 1)
+    if not isinstance(data, bytes):
+        raise ParameterError("the upload is not a file")
     return _load("", f"upload:{getattr(source, 'name', '')}:{len(data)}", data), None
+
+
+def _md(text: Any) -> str:
+    """``text`` from a results file, inert in Markdown (no links, images, emphasis or HTML)."""
+    return "".join(f"\\{ch}" if ch in "\\`*_{}[]()<>#+-.!|~:" else ch for ch in " ".join(str(text).split()))
 
 
 def render_audit_results(path_or_uploaded_file: Source) -> None:
@@ -71,11 +97,17 @@ def render_audit_results(path_or_uploaded_file: Source) -> None:
 
 
 def _summary(df: pd.DataFrame, folder: Optional[Path]) -> None:
-    manifest = read_manifest(folder) if folder is not None else {}
+    manifest = {}
+    if folder is not None and is_within(folder / MANIFEST, data_roots()):
+        try:
+            manifest = read_manifest(folder)
+        except (OSError, ValueError):
+            manifest = {}
+        manifest = manifest if isinstance(manifest, dict) else {}
     images = df["path"].nunique()
-    model = ", ".join(v for v in pd.unique(df["model"]) if v) or manifest.get("model", "?")
-    layer = ", ".join(v for v in pd.unique(df["layer"]) if v) or manifest.get("layer", "?")
-    st.markdown(f"**{images} images** · model **{model}** · layer `{layer}` · "
+    model = ", ".join(str(v) for v in pd.unique(df["model"]) if v) or str(manifest.get("model", "?"))
+    layer = ", ".join(str(v) for v in pd.unique(df["layer"]) if v) or str(manifest.get("layer", "?"))
+    st.markdown(f"**{images} images** · model **{_md(model)}** · layer `{layer.replace('`', '')[:200]}` · "
                 f"{(df['status'] == 'failed').sum()} failed rows")
     summary = pd.DataFrame(method_summary(df))
     st.dataframe(summary.rename(columns={"pointing_acc": "pointing hit rate", "pointing_n": "pointing n"}),
@@ -96,49 +128,76 @@ def _worst(df: pd.DataFrame, folder: Optional[Path], metric: str) -> None:
     k = col2.number_input("How many", 1, 32, 8, key="audit_worst_k")
     rows = worst_rows(df, method, metric, int(k))
     if rows.empty:
-        st.caption(f"No {metric} values for {method}.")
+        st.caption(f"No {metric} values for {_md(method)}.")
         return
-    panels = []
-    for _, row in rows.iterrows():
-        title = f"{Path(row['path']).name}<br>{metric} {row[metric]:.3f} · {row['target_name']}"
-        rgb = _panel(row, folder)
-        if rgb is not None:
-            panels.append((title, rgb, None))
-    if panels:
-        chart(plots.image_grid(panels, cols=4, height_per_row=220), key="audit_worst")
+    if folder is None:  # an upload: never open a server file on its behalf
+        st.info(UPLOAD_NO_IMAGES, icon=":material/image_not_supported:")
     else:
-        st.caption("The images of these rows are not readable from here.")
+        roots = data_roots()
+        panels, refused, led_out = [], 0, 0
+        for _, row in rows.iterrows():
+            name = html.escape(Path(str(row["path"])).name)
+            title = f"{name}<br>{metric} {row[metric]:.3f} · {html.escape(str(row['target_name']))}"
+            rgb, outside, bad_map = _panel(row, folder, roots)
+            refused += outside
+            led_out += bad_map
+            if rgb is not None:
+                panels.append((title, rgb, None))
+        if panels:
+            chart(plots.image_grid(panels, cols=4, height_per_row=220), key="audit_worst")
+        elif not refused:
+            st.caption("The images of these rows are not readable from here.")
+        if refused:
+            st.warning(f"{refused} of {len(rows)} images are outside the data roots "
+                       f"({', '.join(map(str, roots))}) and are not shown; the server reads only there "
+                       f"(set {DATA_ROOT_ENV} to change them).", icon=":material/block:")
+        if led_out:
+            st.warning(f"{led_out} saved map path(s) lead out of the results folder and were not read.",
+                       icon=":material/block:")
     st.dataframe(rows[["path", "target_name", "prediction_name", "score", "deletion_auc", "insertion_auc",
                        "pointing_hit", "energy_pointing"]], hide_index=True, width="stretch")
 
 
-def _panel(row: pd.Series, folder: Optional[Path]) -> Optional[np.ndarray]:
-    """The image as the model saw it, with the saved map overlaid when there is one."""
-    heat = None
-    if folder is not None and row.get("map_path"):
+def _panel(row: pd.Series, folder: Path, roots: Sequence[Path]) -> tuple[Optional[np.ndarray], bool, bool]:
+    """``(rgb, image refused, map refused)`` for a row of a server results folder: the image as the
+    model saw it with its saved map overlaid, the image alone, or the map alone (image outside the
+    data roots). ``rgb`` is None when neither can be shown."""
+    heat, bad_map = None, False
+    if row.get("map_path"):
         try:
-            heat = np.load(folder / row["map_path"]).astype(np.float32)
+            map_file = safe_join(folder, str(row["map_path"]))
+            if not is_within(map_file, roots):
+                raise ParameterError("outside the data roots")
+            heat = np.load(map_file, allow_pickle=False).astype(np.float32)
+            if heat.ndim == 3:  # gradient family: max |g| over channels
+                heat = np.abs(heat).max(axis=0)
+            if heat.ndim != 2 or min(heat.shape) < 1:
+                heat = None
+        except ParameterError:
+            heat, bad_map = None, True
         except (OSError, ValueError):
             heat = None
     try:
-        image = load_image(row["path"])
+        image_file = confine(str(row["path"]), roots, what="image", base=Path.cwd())
+    except ParameterError:
+        return (None if heat is None else plots.apply_colormap(heat, "Jet")), True, bad_map
+    try:
+        image = load_image(image_file)
     except CnnvizError:
-        return None
+        return (None if heat is None else plots.apply_colormap(heat, "Jet")), False, bad_map
     side = heat.shape[-1] if heat is not None else 224
     rgb = model_view(image, side, _resize_side(row["model"], side))
     if heat is None:
-        return rgb
-    if heat.ndim == 3:  # gradient family: max |g| over channels
-        heat = np.abs(heat).max(axis=0)
-    return plots.overlay(rgb, heat, "Jet", 0.5)
+        return rgb, False, bad_map
+    return plots.overlay(rgb, heat, "Jet", 0.5), False, bad_map
 
 
 def _resize_side(model: str, side: int) -> int:
     try:
-        from cnnviz_core.models import get_spec
+        from cnnviz_core.models import get_architecture
 
-        spec = get_spec(model)
-        return int(spec.resize_size) if spec.input_size == side else side
+        prep = get_architecture(model).preprocessing
+        return int(prep.resize_size) if prep.input_size == side else side
     except (CnnvizError, KeyError, ValueError):
         return side
 

@@ -1,14 +1,16 @@
 """Applications: debugging a shortcut, sanity checks, the pointing game, two models side by side."""
 from __future__ import annotations
 
+import html
 import importlib.util
 
 import streamlit as st
 
-from cnnviz_core import list_specs, plots
+from cnnviz_core import CnnvizError, entries, plots
 from cnnviz_core.attribution import CAM_METHODS, METHODS
+from cnnviz_core.paths import DATA_ROOT_ENV, confine, data_roots
 from cnnviz_core.scenes import CLASSES
-from cnnviz_ui import chart, guard, page_header, page_selection
+from cnnviz_ui import chart, guard, page_header, page_selection, show_error
 from cnnviz_ui.compute import explain_image, model_view, predict_image
 from cnnviz_ui.compute import scene as make_scene
 from cnnviz_ui.metrics_view import pointing_game_section, sanity_check_section
@@ -78,7 +80,7 @@ pointing_game_section()
 
 # ---- 4. two models side by side -------------------------------------------------------------------
 st.subheader("Two models, one image")
-names = [s.name for s in list_specs()]
+names = [e.name for e in entries()]
 m1, m2, m3 = st.columns(3)
 model_a = m1.selectbox("Model A", names, index=names.index("shapes-cnn"), key="app_model_a")
 model_b = m2.selectbox("Model B", names, index=names.index("shapes-cnn-biased"), key="app_model_b")
@@ -96,8 +98,10 @@ for i, (col, name) in enumerate(zip(cols, (model_a, model_b))):
         preds = predict_image(handle, sel.image, sel.digest, topk=3)
         chart(plots.overlay_grid(view, {f"{name}: {METHODS[method].display_name}": result.scaled},
                                  cols=1, height_per_row=360), key=f"app_pair_{i}")
-        st.markdown(" · ".join(f"**{n}** {p:.0%}" for _, n, p in preds) + f"  \n<small>{handle.weights_label}, "
-                    f"layer `{handle.default_layer}`</small>", unsafe_allow_html=True)
+        # Class names (a user's labels file), weights labels and layer names are escaped: this is HTML.
+        st.markdown(" · ".join(f"**{html.escape(str(n))}** {p:.0%}" for _, n, p in preds)
+                    + f"  \n<small>{html.escape(handle.weights_label)}, "
+                    f"layer <code>{html.escape(handle.default_layer)}</code></small>", unsafe_allow_html=True)
 
 # ---- 5. audit results (rendering owned by cnnviz_ui.audit_view) ---------------------------------
 if importlib.util.find_spec("cnnviz_ui.audit_view") is not None:
@@ -106,10 +110,23 @@ if importlib.util.find_spec("cnnviz_ui.audit_view") is not None:
     st.subheader("Audit results")
     st.markdown("Open the results of a dataset audit (`python -m cnnviz_core audit ...`): which method is most "
                 "faithful on your images, per class, and where it fails.")
+    roots = data_roots()
+    roots_text = ", ".join(f"`{r}`" for r in roots)
     a1, a2 = st.columns(2)
-    folder = a1.text_input("Results folder or Parquet file (path on the server)", key="app_audit_path")
+    folder = a1.text_input(
+        "Results folder or Parquet file (path on the server)", key="app_audit_path",
+        help=f"Only paths under the data roots are read: {roots_text} (server setting `{DATA_ROOT_ENV}`). "
+             "A relative path starts at the first root.")
+    a1.caption(f"Read only under {roots_text}.")
     upload = a2.file_uploader("…or upload a results Parquet file", type=["parquet"], key="app_audit_upload")
-    source = upload if upload is not None else folder.strip()
-    if source:
+    source = None
+    if upload is not None:
+        source = upload
+    elif folder.strip():
+        try:
+            source = confine(folder.strip(), roots, what="results path")
+        except CnnvizError as exc:
+            show_error(exc)
+    if source is not None:
         with guard("Audit results"):
             render_audit_results(source)

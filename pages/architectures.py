@@ -1,10 +1,12 @@
 """Architecture evolution: AlexNet -> ZFNet -> VGG (and ResNet for context)."""
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import streamlit as st
 
-from cnnviz_core import get_spec, load_model, plots, readiness
+from cnnviz_core import get_entry, load_model, plots
 from cnnviz_core.featureviz.compare import DEFAULT_MODELS, architecture_comparison
 from cnnviz_core.featureviz.filters import kernel_montage
 from cnnviz_ui import cached, chart, guard, page_header, page_selection
@@ -28,11 +30,12 @@ def comparison() -> list[dict]:
 
 def conv1_kernels(name: str) -> tuple[np.ndarray, str, str]:
     """(montage uint8, layer path, weights label) of ``name``'s first convolution."""
-    trained = readiness(get_spec(name)).status == "ready" and get_spec(name).family == "imagenet"
+    weights = get_entry(name).available_weights()
+    trained = weights is not None
 
     def compute() -> tuple[np.ndarray, str, str]:
         # Loaded outside the engine's model cache: only conv1 is needed, once (the montage is cached).
-        handle = load_model(name, "default" if trained else None, device="cpu")
+        handle = load_model(name, weights, device="cpu")
         layer = handle.conv_layers[0]
         k = int(handle.module(layer).kernel_size[0])
         image = kernel_montage(handle, layer, view="rgb", max_filters=64, upscale=max(1, 33 // k), pad=2)
@@ -76,8 +79,9 @@ if rows:
 
     st.subheader("What each brought")
     for r in rows:
-        st.markdown(f"- **{r['name']}** ({r['year']}): {r['contribution']}  \n  <small>{r['paper']}</small>",
-                    unsafe_allow_html=True)
+        # Registry text goes into HTML here: escaped, so a registered model's name or paper stays text.
+        st.markdown(f"- **{html.escape(str(r['name']))}** ({r['year']}): {html.escape(str(r['contribution']))}"
+                    f"  \n  <small>{html.escape(str(r['paper']))}</small>", unsafe_allow_html=True)
 
 st.subheader("First-layer kernels")
 cols = st.columns(len(KERNEL_MODELS))

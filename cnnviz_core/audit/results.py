@@ -29,12 +29,14 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Union
+from typing import Any, BinaryIO, Iterable, Optional, Sequence, Union
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import ParameterError
+from ..paths import is_within
 
 SCHEMA = pa.schema([
     ("path", pa.string()), ("method", pa.string()), ("model", pa.string()), ("layer", pa.string()),
@@ -130,31 +132,129 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def read_results(source: Union[str, Path, bytes, BinaryIO]) -> "pa.Table":
+#: Bounds on what :func:`read_results` reads (a hostile file is refused in one line, not decoded).
+MAX_RESULTS_BYTES = 200 * 2**20   # Parquet bytes: one file, one upload, or all parts of a folder
+MAX_RESULTS_ROWS = 500_000        # 100,000 images x 5 methods
+MAX_TEXT_CHARS = 10_000           # bytes of one string cell (a path, a class name, an error message)
+MAX_TEXT_BYTES = 256 * 2**20      # all string cells once decoded (dictionary-encoded text can expand)
+REQUIRED = ("path", "method", "status")
+
+
+def read_results(source: Union[str, Path, bytes, BinaryIO], *,
+                 roots: Optional[Sequence[Path]] = None) -> "pa.Table":
     """All rows of a results folder (its parts), a single Parquet file, raw bytes or an uploaded
-    file-like object, as one Arrow table of :data:`SCHEMA` (``.to_pandas()`` for a DataFrame)."""
+    file-like object, as one Arrow table of :data:`SCHEMA` (``.to_pandas()`` for a DataFrame).
+
+    Every table is checked before it is decoded: at most :data:`MAX_RESULTS_BYTES` bytes and
+    :data:`MAX_RESULTS_ROWS` rows, the :data:`REQUIRED` columns present, every :data:`SCHEMA` column
+    of a compatible type (missing ones are filled with :func:`empty_row`'s defaults, extra ones
+    ignored), no string longer than :data:`MAX_TEXT_CHARS`. Nulls become "" / -1 (NaN for floats).
+    ``roots``: when given, parts of a folder that resolve outside them (symlinks) are skipped.
+    Raises :class:`ParameterError` with one line otherwise.
+    """
     if isinstance(source, (str, Path)):
         p = Path(source)
         if p.is_dir():
-            tables = []
-            for part in sorted(p.glob("part-*.parquet")):
+            parts = [q for q in sorted(p.glob("part-*.parquet")) if q.is_file()]
+            if roots is not None:
+                parts = [q for q in parts if is_within(q, roots)]
+            _check_bytes(sum(q.stat().st_size for q in parts), f"the parts of {p.name}")
+            tables, rows = [], 0
+            for part in parts:
                 try:
-                    tables.append(pq.read_table(part).cast(SCHEMA))
-                except (OSError, pa.ArrowException):
-                    continue
+                    table = _checked_table(part.read_bytes(), MAX_RESULTS_ROWS)
+                except (OSError, ParameterError):
+                    continue  # a part being written, or not ours: the others still count
+                rows += table.num_rows
+                if rows > MAX_RESULTS_ROWS:
+                    raise ParameterError(f"{p.name} holds more than {MAX_RESULTS_ROWS} rows; at most that many "
+                                         f"are read")
+                tables.append(table)
             return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
         if not p.is_file():
             raise ParameterError(f"no such results folder or Parquet file: {source}")
+        _check_bytes(p.stat().st_size, p.name)
         source = p.read_bytes()
-    data = source if isinstance(source, bytes) else source.read()
+    data = source if isinstance(source, bytes) else source.read(MAX_RESULTS_BYTES + 1)
+    _check_bytes(len(data), "this results file")
+    return _checked_table(data, MAX_RESULTS_ROWS)
+
+
+def _check_bytes(size: int, what: str) -> None:
+    if size > MAX_RESULTS_BYTES:
+        raise ParameterError(f"{what} is {size / 2**20:.0f} MB; results files of at most "
+                             f"{MAX_RESULTS_BYTES // 2**20} MB are read")
+
+
+def _is_text(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):  # a pandas "category" column
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)
+
+
+def _is_number(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_null(t)
+
+
+def _checked_table(data: bytes, max_rows: int) -> pa.Table:
+    """``data`` (Parquet bytes) as a :data:`SCHEMA` table, checked before decoding (see read_results)."""
     try:
-        table = pq.read_table(io.BytesIO(data))
+        pf = pq.ParquetFile(io.BytesIO(data))
+        have = pf.schema_arrow
     except (OSError, pa.ArrowException) as exc:
-        raise ParameterError(f"not a Parquet results file: {exc}") from None
-    missing = [c for c in ("path", "method", "status") if c not in table.column_names]
+        raise ParameterError(f"not a Parquet results file: {' '.join(str(exc).split())[:200]}") from None
+    missing = [c for c in REQUIRED if c not in have.names]
     if missing:
         raise ParameterError(f"not an audit results table: missing column(s) {', '.join(missing)}")
-    return table
+    if pf.metadata.num_rows > max_rows:
+        raise ParameterError(f"this results table has {pf.metadata.num_rows} rows; at most {MAX_RESULTS_ROWS} "
+                             f"are read")
+    columns = [f.name for f in SCHEMA if f.name in have.names]
+    for name in columns:
+        t, want = have.field(name).type, SCHEMA.field(name).type
+        ok = _is_text(t) if pa.types.is_string(want) else _is_number(t)
+        if not ok:
+            raise ParameterError(f"not an audit results table: column {name!r} is {t}, expected {want}")
+    text = [n for n in columns if pa.types.is_string(SCHEMA.field(n).type) and not pa.types.is_null(have.field(n).type)]
+    try:
+        # Strings are read dictionary-encoded so their decoded size is known before it is allocated.
+        table = pq.ParquetFile(io.BytesIO(data), read_dictionary=text).read(columns=columns)
+        out: dict[str, Any] = {}
+        text_bytes = 0
+        for field in SCHEMA:
+            fill = None if pa.types.is_floating(field.type) else ("" if pa.types.is_string(field.type) else -1)
+            if field.name not in table.column_names:
+                out[field.name] = pa.nulls(table.num_rows, field.type).fill_null(fill) if fill is not None \
+                    else pa.nulls(table.num_rows, field.type)
+                continue
+            col = table.column(field.name)
+            if field.name in text:
+                longest, size = _text_size(col)
+                if longest > MAX_TEXT_CHARS:
+                    raise ParameterError(f"column {field.name!r} holds a value of {longest} bytes; at most "
+                                         f"{MAX_TEXT_CHARS} are read")
+                text_bytes += size
+                if text_bytes > MAX_TEXT_BYTES:
+                    raise ParameterError(f"this results table holds more than {MAX_TEXT_BYTES // 2**20} MB of text")
+            col = col.cast(field.type)
+            out[field.name] = col.fill_null(fill) if fill is not None else col
+        return pa.table(out, schema=SCHEMA)
+    except (OSError, pa.ArrowException) as exc:
+        raise ParameterError(f"not a readable audit results table: {' '.join(str(exc).split())[:200]}") from None
+
+
+def _text_size(col: "pa.ChunkedArray") -> tuple[int, int]:
+    """(longest value in bytes, total bytes once decoded) of a (dictionary-encoded) string column."""
+    longest, total = 0, 0
+    for chunk in col.chunks:
+        if pa.types.is_dictionary(chunk.type):
+            lengths = pc.binary_length(chunk.dictionary)
+            used = pc.take(lengths, chunk.indices)
+        else:
+            lengths = used = pc.binary_length(chunk)
+        longest = max(longest, int(pc.max(lengths).as_py() or 0))
+        total += int(pc.sum(used).as_py() or 0)
+    return longest, total
 
 
 def read_manifest(folder: Union[str, Path]) -> dict[str, Any]:

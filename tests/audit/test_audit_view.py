@@ -1,6 +1,8 @@
 """The Applications page's audit view renders a results folder and an uploaded Parquet file."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from streamlit.testing.v1 import AppTest
 
@@ -31,7 +33,8 @@ def _app(source: str) -> AppTest:
     return AppTest.from_string(script, default_timeout=60)
 
 
-def test_renders_folder_with_maps_and_failures(tmp_path, scenes_dir):
+def test_renders_folder_with_maps_and_failures(tmp_path, scenes_dir, monkeypatch):
+    monkeypatch.setenv("CNNVIZ_DATA_ROOT", f"{tmp_path}{os.pathsep}{scenes_dir}")  # results + their images
     _fake_results(tmp_path / "r", scenes_dir)
     at = _app(repr(str(tmp_path / "r"))).run()
     assert not at.exception and not at.error
@@ -40,6 +43,7 @@ def test_renders_folder_with_maps_and_failures(tmp_path, scenes_dir):
     charts = at.get("plotly_chart")
     assert len(charts) == 4  # pointing bar, distribution, per-class, worst images
     assert len(at.dataframe) == 3  # summary, worst rows, failed rows
+    assert not at.warning  # every image and map is under the data roots
     at.selectbox(key="audit_worst_method").set_value("eigencam").run()
     assert not at.exception
 
@@ -51,6 +55,7 @@ def test_renders_uploaded_file(tmp_path, scenes_dir):
     at = AppTest.from_string(script + "from cnnviz_ui.audit_view import render_audit_results\n"
                              "render_audit_results(source)\n", default_timeout=60).run()
     assert not at.exception and not at.error and "**7 images**" in at.markdown[0].value
+    assert len(at.info) == 1 and "not in the upload" in at.info[0].value  # no server file opened
 
 
 def test_bad_upload_is_one_error_line():
