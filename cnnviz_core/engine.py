@@ -12,6 +12,7 @@ from typing import Optional, Union
 import torch
 
 from .cache import LRUCache
+from .model_cache import ModelCache
 from .device import resolve_device
 from .models import ModelHandle, UserModelOptions, load_model
 from .models.loading import WeightsArg
@@ -19,11 +20,12 @@ from .models.sources import ProgressFn
 
 
 class Engine:
-    """Holds up to ``max_models`` loaded models (least recently used evicted) and shared caches."""
+    """Holds loaded models within a memory budget (least recently used evicted, see
+    :class:`~.model_cache.ModelCache`) and the results cache shared by every session."""
 
-    def __init__(self, max_models: int = 4, device: Union[str, torch.device, None] = "auto") -> None:
+    def __init__(self, budget_bytes: Optional[int] = None, device: Union[str, torch.device, None] = "auto") -> None:
         self.device = resolve_device(device)
-        self._models = LRUCache(max_models)
+        self._models = ModelCache(budget_bytes)
         self._load_locks: dict[tuple, threading.Lock] = {}
         self._guard = threading.Lock()
         #: Results shared across sessions (explanations, metrics), keyed by model key + input digest.
@@ -59,4 +61,13 @@ class Engine:
         return handle
 
     def loaded(self) -> list[str]:
-        return [k for k in self._models._data]  # noqa: SLF001 - read-only listing for the UI
+        """Keys of the cached models, least recently used first."""
+        return [str(k) for k in self._models.keys()]
+
+    def memory(self) -> dict:
+        """What the model cache holds: ``models`` [(model key, MB)], ``total_mb``, ``budget_mb``,
+        ``evicted`` (count since start). Uploaded models live in their sessions, not here."""
+        self._models.trim()
+        usage = [(key, size / 2**20) for key, size in self._models.usage()]
+        return {"models": usage, "total_mb": sum(mb for _, mb in usage),
+                "budget_mb": self._models.budget_bytes / 2**20, "evicted": self._models.evicted}

@@ -16,15 +16,13 @@ its target is outside. Roots are read from the environment on every call.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from .errors import PathNotAllowedError
+from .errors import PathNotAllowedError, one_line
 
 DATA_ROOT_ENV = "CNNVIZ_DATA_ROOT"
 MODEL_ROOT_ENV = "CNNVIZ_MODEL_ROOT"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _roots(env: str, default: str) -> tuple[Path, ...]:
@@ -45,9 +43,8 @@ def model_roots() -> tuple[Path, ...]:
 
 
 def shown(text: Union[str, Path], limit: int = 120) -> str:
-    """``text`` safe to echo in one line: control characters replaced, cut to ``limit``."""
-    line = _CONTROL.sub("?", str(text))
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    """``text`` safe to echo in one line (see :func:`~cnnviz_core.errors.one_line`)."""
+    return one_line(str(text), limit)
 
 
 def _check_text(text: Union[str, Path], what: str) -> Path:

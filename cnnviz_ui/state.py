@@ -27,7 +27,7 @@ DEV_RANDOM_ENV = "CNNVIZ_DEV_RANDOM"
 @st.cache_resource(show_spinner=False)
 def get_engine() -> Engine:
     """The process-wide engine (models and result caches shared by every session)."""
-    return Engine(max_models=4)
+    return Engine()  # budget: $CNNVIZ_MODEL_CACHE_MB
 
 
 def dev_random() -> bool:

@@ -171,6 +171,24 @@ class ModelHandle:
         with self.lock:
             return self._twin(x)
 
+    def nbytes(self) -> int:
+        """Bytes of the model's tensors plus its inference twin's (once built), storage counted once."""
+        seen: dict[int, int] = {}
+        modules = [self.model] + ([self._twin.built] if self._twin.built is not None else [])
+        for module in modules:
+            for t in list(module.parameters()) + list(module.buffers()):
+                if t.device.type != "meta":
+                    storage = t.untyped_storage()
+                    seen[storage.data_ptr()] = storage.nbytes()
+        return sum(seen.values())
+
+    def in_use(self) -> bool:
+        """Whether another thread holds this model's lock (a pass is running on it)."""
+        if self.lock.acquire(blocking=False):
+            self.lock.release()
+            return False
+        return True
+
     @property
     def batch_forward_mode(self) -> str:
         """How :meth:`batch_logits` runs: ``bn-folded`` or why the model itself is used."""

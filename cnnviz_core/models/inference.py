@@ -69,6 +69,11 @@ class InferenceTwin:
         self._module: Optional[nn.Module] = None
         self.how = "not built yet"
 
+    @property
+    def built(self) -> Optional[nn.Module]:
+        """The twin module once built, else None (never builds it)."""
+        return self._module
+
     def module(self) -> nn.Module:
         if self._module is None:
             gen = torch.Generator().manual_seed(0)
