@@ -1,26 +1,30 @@
-"""Long work in the script thread with a progress bar, a live preview and a Stop button.
+"""Long work with a progress bar, a live preview, a queue position and a Stop button.
 
-How stopping works: the work runs in the page's script thread and reports through a progress
-callback that updates ``st.progress`` (and optionally a preview image / loss chart). Clicking
-*Stop* runs its ``on_click`` callback, which sets the run's :class:`~cnnviz_core.progress.CancelToken`;
-the engine raises :class:`~cnnviz_core.errors.Cancelled` at its next ``check()``. Streamlit also
-interrupts the running script at its next UI update to process the click (fast reruns), so the
-work stops within one step either way. What was reported so far (last preview, loss history) is
-kept in ``st.session_state`` and shown as a partial result.
+Long work goes through the process-wide :class:`~cnnviz_core.jobs.JobPool` (``get_job_pool``): at
+most ``$CNNVIZ_LONG_JOBS`` run at once, in arrival order, with a thread budget of their own, so one
+visitor's Deep Dream never makes another visitor's short request wait. The page's script thread
+submits the work and follows it: while queued it shows how many jobs are ahead, while running it
+updates ``st.progress`` (and optionally a preview image / loss chart) from the job's last report.
+Clicking *Stop* sets the run's :class:`~cnnviz_core.progress.CancelToken` (a queued job is dropped
+at once, a running one raises :class:`~cnnviz_core.errors.Cancelled` at its next step); Streamlit
+also interrupts the following script at its next UI update to process the click, which cancels the
+job too. What was reported so far (last preview, loss history) is kept in ``st.session_state`` and
+shown as a partial result.
 """
 from __future__ import annotations
 
-import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Optional
 
 import numpy as np
 import streamlit as st
 
-from cnnviz_core import Cancelled, CnnvizError
+from cnnviz_core import CnnvizError
+from cnnviz_core.jobs import JobPool
 from cnnviz_core.progress import CancelToken, Progress
 
-from .errors import LOG, error_message
+from .errors import error_message
 
 Work = Callable[[Callable[[Progress], None], CancelToken], Any]
 Renderer = Callable[["TaskState", Any], None]
@@ -67,44 +71,68 @@ def run_controls(key: str, label: str, *, help: Optional[str] = None) -> bool:
     return clicked
 
 
+@st.cache_resource(show_spinner=False)
+def get_job_pool() -> JobPool:
+    """The process-wide pool of long jobs (shared by every session)."""
+    return JobPool()
+
+
+def session_owner() -> str:
+    """A random id of this browser session (the owner of its long jobs)."""
+    return st.session_state.setdefault("_cnnviz_session_id", uuid.uuid4().hex)
+
+
 def run_task(key: str, params: Hashable, work: Work, *, live: Optional[Renderer] = None) -> TaskState:
-    """Run ``work(progress, cancel)`` now, showing a progress bar; ``live(state, slot)`` draws the
-    preview into an ``st.empty`` slot at most every 0.25 s. Returns the final :class:`TaskState`."""
+    """Run ``work(progress, cancel)`` through the long-job pool and follow it here: queue position,
+    progress bar, and ``live(state, slot)`` drawing the preview into an ``st.empty`` slot at most
+    every 0.25 s. Returns the final :class:`TaskState`."""
     state = TaskState(status="running", params=params)
     st.session_state[f"task:{key}"] = state
     bar = st.progress(0.0, text="Starting…")
     slot = st.empty() if live else None
-    last = [0.0]
+    drawn_step = -1
 
-    def on_progress(p: Progress) -> None:
+    def on_progress(p: Progress) -> None:  # runs in the pool's worker thread: no st calls here
         state.step, state.total, state.message = p.step, p.total, p.message
         for name, value in p.losses.items():
             state.losses.setdefault(name, []).append(float(value))
         if p.preview is not None:
             state.preview = np.asarray(p.preview)
-        now = time.monotonic()
-        if now - last[0] >= _UPDATE_EVERY_S or p.step >= p.total:
-            last[0] = now
-            bar.progress(p.fraction, text=f"{p.message or 'Working'} — step {p.step}/{p.total}")
-            if live is not None and slot is not None:
-                live(state, slot)
         state.token.check()
 
+    pool = get_job_pool()
     try:
-        state.result = work(on_progress, state.token)
-        state.status = "done"
-        bar.progress(1.0, text="Done")
-    except Cancelled:
-        state.status = "stopped"
-    except Exception as exc:  # noqa: BLE001 - shown as one line by show_status, never a traceback
-        if not isinstance(exc, CnnvizError):
-            LOG.exception("long task %s failed", key, exc_info=exc)
+        job = pool.submit(session_owner(), key, lambda progress, cancel: work(on_progress, cancel))
+    except CnnvizError as exc:
         state.status, state.error = "failed", error_message(exc)
         bar.empty()
-    except BaseException:  # Streamlit stopped this run (a click elsewhere): keep the partial result
+        return state
+    state.token = job.token
+    try:
+        while not job.wait(_UPDATE_EVERY_S):
+            ahead = pool.ahead(job)
+            if job.status == "queued":
+                bar.progress(0.0, text=f"Waiting for a free worker: {ahead} job{'s' if ahead != 1 else ''} "
+                                       "ahead of you (Stop leaves the queue)")
+            elif state.total:
+                bar.progress(min(state.step / state.total, 1.0),
+                             text=f"{state.message or 'Working'} — step {state.step}/{state.total}")
+                if live is not None and slot is not None and state.step != drawn_step:
+                    drawn_step = state.step
+                    live(state, slot)
+    except BaseException:  # Streamlit stopped this run (Stop, a click elsewhere): stop the job, keep the partial result
+        pool.cancel(job)
         if state.status == "running":
             state.status = "stopped"
         raise
+    if job.status == "done":
+        state.result, state.status = job.result, "done"
+        bar.progress(1.0, text="Done")
+    elif job.status == "cancelled":
+        state.status = "stopped"
+    else:
+        state.status, state.error = "failed", job.error or "the job failed"
+        bar.empty()
     if slot is not None:
         slot.empty()
     return state
