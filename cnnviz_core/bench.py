@@ -20,6 +20,7 @@ trimmed (``malloc_trim``) and the kernel's peak-RSS mark reset (``/proc/self/cle
 the figure is ``VmHWM`` after the call minus ``VmRSS`` before it; median of 3 processes (Linux).
 (``ru_maxrss`` cannot be reset and is dominated by model construction; torch's CPU allocator has no
 peak counter.)
+``--units`` runs the unit benches of :mod:`cnnviz_core.attribution.unitbench` instead.
 ``--pointing-game N`` prints the pointing-game table of shapes-cnn on N held-out two-object scenes.
 """
 from __future__ import annotations
@@ -283,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     p.add_argument("--pointing-game", type=int, default=0, metavar="N")
+    p.add_argument("--units", action="store_true",
+                   help="unit benches: a neuron's projections vs the full-network floor (--models, default "
+                        "resnet50,vgg16), top activations over --scenes shapes-cnn scenes vs a plain batched forward")
+    p.add_argument("--scenes", type=int, default=1000, help="scenes of the --units top-activations bench")
     p.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -294,6 +299,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.pointing_game:
         pointing_game(args.pointing_game)
+        return 0
+    if args.units:
+        from .attribution import unitbench
+
+        figures = unitbench.main((args.models or "resnet50,vgg16").split(","), args.size, min(args.repeats, 5),
+                                 args.scenes)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(figures, fh, indent=2)
         return 0
     if args.quick:
         args.repeats = min(args.repeats, 3)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .errors import ParameterError
+from .errors import MethodUnavailableError, ParameterError
 
 ReluRule = Literal["plain", "guided", "deconvnet"]
 
@@ -87,7 +87,13 @@ def capture(
 
     try:
         for path in dict.fromkeys([*layers, *([stop_at] if stop_at else [])]):
-            handles.append(get_module(model, path).register_forward_hook(make_hook(path)))
+            try:
+                handles.append(get_module(model, path).register_forward_hook(make_hook(path)))
+            except RuntimeError as exc:  # TorchScript: "register_forward_hook is not supported on ScriptModules"
+                raise MethodUnavailableError(
+                    f"layer {path!r} cannot be hooked ({str(exc).splitlines()[0][:80]}): layer methods need a "
+                    "state_dict or a .pt2 (torch.export) file; saliency, Integrated Gradients, SmoothGrad and "
+                    "occlusion work on TorchScript") from None
         yield store
     finally:
         for h in handles:
@@ -154,8 +160,10 @@ class _SwitchableReLU(torch.autograd.Function):
         return grad.clamp(min=0), None, None
 
 
-_RELU_FUNCS = {F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
-_INPLACE_RELU_FUNCS = {F.relu_, torch.relu_, torch.Tensor.relu_}
+# The aten overloads are what the graphs of unflattened torch.export programs call.
+_RELU_FUNCS = {F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_,
+               torch.ops.aten.relu.default, torch.ops.aten.relu_.default}
+_INPLACE_RELU_FUNCS = {F.relu_, torch.relu_, torch.Tensor.relu_, torch.ops.aten.relu_.default}
 
 
 class _ReluMode(TorchFunctionMode):

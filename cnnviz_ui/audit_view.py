@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
 import streamlit as st
+from PIL import Image
 
 from cnnviz_core import plots
 from cnnviz_core.audit.figures import (METRIC_COLUMNS, available_metrics, class_breakdown, distribution_figure,
                                        model_view, worst_rows)
-from cnnviz_core.audit.results import MANIFEST, MAX_RESULTS_BYTES, method_summary, read_manifest, read_results
+from cnnviz_core.audit.results import MAX_RESULTS_BYTES, method_summary, read_manifest, read_results
 from cnnviz_core.errors import CnnvizError, ParameterError
 from cnnviz_core.images import load_image
 from cnnviz_core.paths import DATA_ROOT_ENV, confine, data_roots, is_within, safe_join
@@ -78,29 +79,39 @@ def render_audit_results(path_or_uploaded_file: Source) -> None:
     except CnnvizError as exc:
         show_error(exc)
         return
+    _render(df, folder, None, "audit")
+
+
+def render_audit_frame(df: pd.DataFrame, images: Mapping[str, Image.Image], key: str = "audit_set") -> None:
+    """Render the audit dashboard for results computed in this session (rows' ``path`` = a key of
+    ``images``, the session's own uploaded images: nothing is read from the server's disk)."""
+    _render(df, None, images, key)
+
+
+def _render(df: pd.DataFrame, folder: Optional[Path], images: Optional[Mapping[str, Image.Image]], key: str) -> None:
     if df.empty:
         st.info("This results table has no rows yet.")
         return
-    _summary(df, folder)
+    _summary(df, folder, key)
     metrics = available_metrics(df)
     if not metrics:
         st.warning("No metric values in these results (every row failed?).")
     else:
-        metric = st.segmented_control("Metric", metrics, default=metrics[0], key="audit_metric",
+        metric = st.segmented_control("Metric", metrics, default=metrics[0], key=f"{key}_metric",
                                       format_func=lambda m: METRIC_COLUMNS[m][0].split(" (")[0])
         metric = metric or metrics[0]
-        chart(distribution_figure(df, metric), key="audit_dist")
+        chart(distribution_figure(df, metric), key=f"{key}_dist")
         by = "label_name" if (df["label"] >= 0).any() else "target_name"
-        chart(class_breakdown(df, metric, by=by), key="audit_classes")
-        _worst(df, folder, metric)
+        chart(class_breakdown(df, metric, by=by), key=f"{key}_classes")
+        _worst(df, folder, metric, images, key)
     _failures(df)
 
 
-def _summary(df: pd.DataFrame, folder: Optional[Path]) -> None:
+def _summary(df: pd.DataFrame, folder: Optional[Path], key: str = "audit") -> None:
     manifest = {}
-    if folder is not None and is_within(folder / MANIFEST, data_roots()):
-        try:
-            manifest = read_manifest(folder)
+    if folder is not None:
+        try:  # _audit.json, or an older folder's audit.json; not one that leads out of the data roots
+            manifest = read_manifest(folder, roots=data_roots())
         except (OSError, ValueError):
             manifest = {}
         manifest = manifest if isinstance(manifest, dict) else {}
@@ -118,19 +129,27 @@ def _summary(df: pd.DataFrame, folder: Optional[Path]) -> None:
     if summary["pointing_n"].sum() > 0:
         chart(plots.bar_chart(summary["method"], summary["pointing_acc"].fillna(0.0),
                               title="Pointing game hit rate", fmt=".1%", height=60 + 40 * len(summary)),
-              key="audit_pointing")
+              key=f"{key}_pointing")
 
 
-def _worst(df: pd.DataFrame, folder: Optional[Path], metric: str) -> None:
+def _worst(df: pd.DataFrame, folder: Optional[Path], metric: str,
+           images: Optional[Mapping[str, Image.Image]] = None, key: str = "audit") -> None:
     methods = list(pd.unique(df["method"]))
     col1, col2 = st.columns([3, 1])
-    method = col1.selectbox("Worst images of method", methods, key="audit_worst_method")
-    k = col2.number_input("How many", 1, 32, 8, key="audit_worst_k")
+    method = col1.selectbox("Worst images of method", methods, key=f"{key}_worst_method")
+    k = col2.number_input("How many", 1, 32, 8, key=f"{key}_worst_k")
     rows = worst_rows(df, method, metric, int(k))
     if rows.empty:
         st.caption(f"No {metric} values for {_md(method)}.")
         return
-    if folder is None:  # an upload: never open a server file on its behalf
+    if images is not None:  # this session's own images, in memory
+        panels = [(f"{html.escape(str(row['path']))[:60]}<br>{metric} {row[metric]:.3f} · "
+                   f"{html.escape(str(row['target_name']))}",
+                   model_view(images[row["path"]], 224, 256), None)
+                  for _, row in rows.iterrows() if row["path"] in images]
+        if panels:
+            chart(plots.image_grid(panels, cols=4, height_per_row=220), key=f"{key}_worst")
+    elif folder is None:  # an upload: never open a server file on its behalf
         st.info(UPLOAD_NO_IMAGES, icon=":material/image_not_supported:")
     else:
         roots = data_roots()
@@ -144,7 +163,7 @@ def _worst(df: pd.DataFrame, folder: Optional[Path], metric: str) -> None:
             if rgb is not None:
                 panels.append((title, rgb, None))
         if panels:
-            chart(plots.image_grid(panels, cols=4, height_per_row=220), key="audit_worst")
+            chart(plots.image_grid(panels, cols=4, height_per_row=220), key=f"{key}_worst")
         elif not refused:
             st.caption("The images of these rows are not readable from here.")
         if refused:

@@ -21,6 +21,11 @@ def model_view(handle: ModelHandle, sel: Selection) -> np.ndarray:
     return cached(("view", handle.key, sel.digest), lambda: np.asarray(handle.crop(sel.image), dtype=np.uint8))
 
 
+def model_view_image(handle: ModelHandle, image: Image.Image, digest: str) -> np.ndarray:
+    """:func:`model_view` for any image identified by ``digest`` (e.g. one of an uploaded set)."""
+    return cached(("view", handle.key, digest), lambda: np.asarray(handle.crop(image), dtype=np.uint8))
+
+
 def predict(handle: ModelHandle, sel: Selection, topk: int = 5) -> list[Prediction]:
     """Top-``topk`` predictions for the selected image."""
     return cached(("predict", handle.key, sel.digest, topk), lambda: handle.predict(sel.image, topk))

@@ -9,6 +9,7 @@ import streamlit as st
 
 from cnnviz_core import ModelHandle, plots
 from cnnviz_core.attribution import METHODS
+from cnnviz_core.audit.faithfulness import pointing_tolerance
 from cnnviz_core.progress import Progress, report
 
 from .layout import chart
@@ -133,7 +134,7 @@ def pointing_game_section() -> None:
     count = c3.slider("Scenes", 5, 100, 20, step=5, key="app_pg_count")
     objects = c4.radio("Objects per scene", [1, 2], horizontal=True, key="app_pg_objects")
     handle = load_available(model_name)
-    tolerance = 15.0 * handle.input_size / 224  # TorchRay's 15 px at 224 px, scaled to the scene size
+    tolerance = pointing_tolerance(handle.input_size)  # the audit's: 15 px at 224 px, scaled, whole pixels
     params = (handle.key, tuple(methods), count, objects)
     state = task_state("app_pg")
     if run_controls("app_pg", "Play the pointing game"):

@@ -7,6 +7,7 @@ Nothing here crashes: a model that cannot be loaded or an unreadable upload beco
 from __future__ import annotations
 
 import os
+import threading
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
@@ -18,12 +19,13 @@ from cnnviz_core import (
 )
 
 from .errors import error_message, show_error
-from .image_set import IMAGE_TYPES, MAX_IMAGES, limits_text, read_image_set
-from .progress import progress_callback
+from .image_set import IMAGE_TYPES, limits_text, read_image_set
+from .progress import get_job_pool, progress_callback
 from .state import (
     DEFAULT_MODEL, DEFAULT_SAMPLE, Selection, cached_sample, dev_random, get_engine, persist, restore_choices,
     selection, set_selection,
 )
+from .user_model import session_budget_mb
 from .user_sidebar import user_model_section
 
 UPLOAD_TYPES = IMAGE_TYPES
@@ -111,9 +113,14 @@ def _try_load(name: str, weights: Optional[str], device: str, *, allow_download:
     return name, weights, device, handle, None
 
 
+_SET_KEY = "sb_image_set"  # the last decoded set: survives the uploader losing its widget identity
+
+
 def _on_upload() -> None:
     if st.session_state.get("sb_upload"):
         st.session_state["sb_source"] = st.session_state["_keep_sb_source"] = SOURCE_UPLOAD
+    else:  # the visitor removed the files
+        st.session_state.pop(_SET_KEY, None)
 
 
 def _image_section() -> tuple[Image.Image, str, tuple]:
@@ -127,13 +134,18 @@ def _image_section() -> tuple[Image.Image, str, tuple]:
     uploads = st.file_uploader("Images or a zip of them", type=IMAGE_TYPES + ["zip"], accept_multiple_files=True,
                                key="sb_upload", on_change=_on_upload, help=limits_text())
     st.caption(limits_text())
-    if not uploads:
-        st.caption("No file yet: showing the first sample.")
-        return cached_sample(DEFAULT_SAMPLE), DEFAULT_SAMPLE, ()
-    memo = st.session_state.setdefault("sb_upload_memo", {})
-    found = read_image_set([(u.name, u.getvalue()) for u in uploads], memo)
-    if len(memo) > 4 * MAX_IMAGES:  # bound the per-session decode memo
-        memo.clear()
+    if uploads:
+        memo = st.session_state.setdefault("sb_upload_memo", {})
+        found = read_image_set([(u.name, u.getvalue()) for u in uploads], memo)
+        st.session_state[_SET_KEY] = found
+    else:
+        # A page run on its own (a deep link, AppTest.switch_page) draws the uploader anew, empty:
+        # keep the set the visitor uploaded until they remove it.
+        found = st.session_state.get(_SET_KEY)
+        if found is None:
+            st.caption("No file yet: showing the first sample.")
+            return cached_sample(DEFAULT_SAMPLE), DEFAULT_SAMPLE, ()
+        st.caption(f"Your {len(found.images)} uploaded image(s) from before.")
     for line in found.problems:
         if found.images:
             st.warning(line, icon=":material/broken_image:")
@@ -154,18 +166,20 @@ def _image_section() -> tuple[Image.Image, str, tuple]:
     return chosen.image, chosen.label, found.images
 
 
-_FRAME_KEY = "_cnnviz_frame_active"
+_FRAME = threading.local()  # .active: inside dashboard.py's page.run() in this script thread
 _REDIRECTED_KEY = "_cnnviz_redirected_to_navigation"
 
 
 @contextmanager
 def app_frame() -> Iterator[None]:
     """Wrap ``page.run()`` in the entrypoint: tells :func:`page_selection` the sidebar is drawn."""
-    st.session_state[_FRAME_KEY] = True
+    # A thread-local, not session state: a write to session state in ``finally`` after ``st.stop()``
+    # can be lost, which left the flag set for a later run of the page script on its own.
+    _FRAME.active = True
     try:
         yield
     finally:
-        st.session_state[_FRAME_KEY] = False
+        _FRAME.active = False
 
 
 def page_selection() -> Selection:
@@ -177,7 +191,7 @@ def page_selection() -> Selection:
     the navigation (which switches Streamlit to it for good) and reruns through ``dashboard.py``;
     if that is not possible it draws the same sidebar itself.
     """
-    if st.session_state.get(_FRAME_KEY):
+    if getattr(_FRAME, "active", False):
         return selection()
     if not st.session_state.get(_REDIRECTED_KEY):
         st.session_state[_REDIRECTED_KEY] = True
@@ -186,6 +200,22 @@ def page_selection() -> Selection:
         st.navigation(navigation_pages(), position="sidebar", expanded=True)
         st.rerun()
     return render_sidebar()
+
+
+def _server_details(own: Optional[ModelHandle]) -> None:
+    """What this server holds: the shared model cache against its budget, this session's own model,
+    and the long-job queue."""
+    with st.expander("Server details", icon=":material/memory:"):
+        mem, jobs = get_engine().memory(), get_job_pool().snapshot()
+        st.caption(f"Shared models: {mem['total_mb']:.0f} of {mem['budget_mb']:.0f} MB "
+                   f"(CNNVIZ_MODEL_CACHE_MB), {len(mem['models'])} loaded, {mem['evicted']} evicted since start")
+        for key, mb in reversed(mem["models"]):
+            st.caption(f"· {key.split('|')[0]} — {mb:.0f} MB")
+        if own is not None:
+            st.caption(f"Your own model: {own.nbytes() / 2**20:.0f} MB of your session's "
+                       f"{session_budget_mb():.0f} MB (CNNVIZ_SESSION_MODEL_MB), visible to you only")
+        st.caption(f"Long jobs: {jobs['running']} running, {jobs['queued']} waiting, {jobs['workers']} at a time "
+                   "(CNNVIZ_LONG_JOBS)")
 
 
 def render_sidebar() -> Selection:
@@ -209,6 +239,7 @@ def render_sidebar() -> Selection:
         st.markdown("### :material/image: Image")
         image, label, images = _image_section()
         st.image(image, caption=f"{label} · {image.size[0]}×{image.size[1]}", width="stretch")
+        _server_details(handle if mine else None)
     sel = Selection(name, weights, device, image, label, image_digest(image), handle, model_error, images, mine)
     set_selection(sel)
     return sel

@@ -14,6 +14,7 @@ from cnnviz_ui import chart, guard, page_header, page_selection, show_error
 from cnnviz_ui.compute import explain_image, model_view, predict_image
 from cnnviz_ui.compute import scene as make_scene
 from cnnviz_ui.metrics_view import pointing_game_section, sanity_check_section
+from cnnviz_ui.set_audit_view import audit_uploaded_set
 from cnnviz_ui.state import load_available
 
 page_header(
@@ -110,6 +111,7 @@ if importlib.util.find_spec("cnnviz_ui.audit_view") is not None:
     st.subheader("Audit results")
     st.markdown("Open the results of a dataset audit (`python -m cnnviz_core audit ...`): which method is most "
                 "faithful on your images, per class, and where it fails.")
+    audit_uploaded_set(sel)
     roots = data_roots()
     roots_text = ", ".join(f"`{r}`" for r in roots)
     a1, a2 = st.columns(2)

@@ -20,7 +20,8 @@ page_header(
     "(depth, parameters, multiply-adds) and from torchvision's weights metadata (ImageNet accuracy, GFLOPS) "
     "— nothing needs a download.",
 )
-page_selection()  # draws the shared sidebar; this page compares fixed architectures
+if page_selection().user_model:  # draws the shared sidebar; this page compares fixed architectures
+    st.caption("This page compares the classic architectures; your model is not among them (the other pages use it).")
 
 
 @st.cache_data(show_spinner="Tracing the architectures…")

@@ -7,6 +7,7 @@ import streamlit as st
 from cnnviz_core import plots
 from cnnviz_ui import chart, guard, page_header, page_selection, require_model
 from cnnviz_ui.compute import feature_maps, layer_table, model_view, predict
+from cnnviz_ui.widgets import fits_page
 
 POOLS = ("MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d")
 
@@ -29,6 +30,9 @@ with right:
         head = "independent sigmoid per class (multi-label)" if handle.spec.head == "multilabel" else "softmax"
         chart(plots.topk_bar(preds, title=f"Top-{len(preds)} — {head}"), key="basics_top5")
         st.markdown(f"Prediction: **{preds[0][1]}** ({preds[0][2]:.1%}).")
+
+if not fits_page(handle, ["hooks"]):
+    st.stop()  # the prediction above still works; the stages need layer activations
 
 rows: list[dict] = []
 with guard("Layer table"):

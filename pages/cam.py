@@ -1,6 +1,7 @@
 """CAM & Grad-CAM: any set of attribution methods side by side, per class and per layer."""
 from __future__ import annotations
 
+import html
 import io
 import json
 
@@ -11,8 +12,9 @@ from cnnviz_core import plots
 from cnnviz_core.attribution import METHODS
 from cnnviz_ui import chart, download_buttons, guard, page_header, page_selection, require_model, run_controls, \
     run_task, show_status, task_state
-from cnnviz_ui.compute import explain_results, model_view, predict
+from cnnviz_ui.compute import explain_image, explain_results, model_view, model_view_image, predict, predict_image
 from cnnviz_ui.metrics_view import auc_controls, auc_curves, auc_subtitles
+from cnnviz_ui.user_model import HOOK_FREE_METHODS
 from cnnviz_ui.widgets import method_caption, target_picker
 
 DEFAULT_METHODS = ["cam", "gradcam", "gradcam++", "layercam", "eigencam", "guided_gradcam"]
@@ -25,15 +27,25 @@ page_header(
 )
 sel = page_selection()
 handle = require_model(sel)
-layers = handle.cam_layers
+hookable = getattr(handle, "hookable", True)
+layers = handle.cam_layers if hookable else []
+offered = list(METHODS) if hookable else [m for m in METHODS if m in HOOK_FREE_METHODS]
+if not hookable:
+    st.info(f"{handle.spec.display_name} is TorchScript, which cannot be hooked: only the methods that need no layer "
+            f"are offered ({', '.join(METHODS[m].display_name for m in offered)}).", icon=":material/info:")
+if any(m not in offered for m in st.session_state.get("cam_methods", [])):
+    st.session_state["cam_methods"] = [m for m in st.session_state["cam_methods"] if m in offered]
+defaults = [m for m in DEFAULT_METHODS if m in offered] or offered[:2]
 
 c1, c2, c3 = st.columns([2.2, 1, 1.2])
-methods = c1.multiselect("Methods", list(METHODS), default=DEFAULT_METHODS, key="cam_methods",
+methods = c1.multiselect("Methods", offered, default=defaults, key="cam_methods",
                          format_func=lambda k: METHODS[k].display_name + (" ⏱" if k in SLOW else ""),
                          help="⏱ = needs many forward passes: computed when you press *Compute slow methods*.")
-if st.session_state.get("cam_layer") not in layers:
-    st.session_state["cam_layer"] = handle.default_layer
-layer = c2.selectbox("Layer", layers, key="cam_layer", help=f"Default: {handle.default_layer} (last spatial layer).")
+layer = None
+if layers:
+    if st.session_state.get("cam_layer") not in layers:
+        st.session_state["cam_layer"] = handle.default_layer
+    layer = c2.selectbox("Layer", layers, key="cam_layer", help=f"Default: {handle.default_layer} (last spatial layer).")
 with c3:
     target = target_picker(handle, sel, key="cam_target")
 
@@ -85,14 +97,20 @@ for k, r in results.items():
     if r.error:
         st.warning(f"{METHODS[k].display_name}: {r.error}", icon=":material/info:")
 
-VIEWS = ["Methods side by side", "Per class", "Per layer"]
-compare = st.segmented_control("Compare", VIEWS, default=VIEWS[0], key="cam_view") or VIEWS[0]
+VIEWS = ["Methods side by side", "Per class", "Per layer", "Images × methods"]
+shown_views = VIEWS[:2] + ([VIEWS[2]] if layers else []) + ([VIEWS[3]] if len(sel.images) > 1 else [])
+if st.session_state.get("cam_view") not in shown_views:
+    st.session_state["cam_view"] = VIEWS[0]
+compare = st.segmented_control("Compare", shown_views, key="cam_view",
+                               help="Images × methods appears when the sidebar holds several uploaded images.") \
+    or VIEWS[0]
 if compare == VIEWS[0]:
     if not ok:
         st.info("Choose at least one method that applies to this model.")
     else:
         first = next(iter(ok.values()))
-        st.markdown(f"Explaining **{first.info.get('target_name', first.target)}** at layer `{layer}`.")
+        st.markdown(f"Explaining **{first.info.get('target_name', first.target)}**"
+                    + (f" at layer `{layer}`." if layer else " (input-gradient methods, no layer)."))
         maps = {METHODS[k].display_name: display_map(r) for k, r in ok.items()}
         curves = auc_controls(handle, sel, ok, layer)
         aucs = auc_subtitles(curves)
@@ -137,6 +155,39 @@ elif compare == VIEWS[1]:
                                      cols=k), key="cam_classes")
             st.caption("A class-discriminative method lights different regions for different classes; "
                        "Eigen-CAM and other class-agnostic maps look the same in every column.")
+
+elif compare == VIEWS[3]:
+    set_labels = [item.label for item in sel.images]
+    g1, g2 = st.columns([3, 1])
+    rows = g1.multiselect("Images (one row each)", set_labels, default=set_labels[:6], max_selections=12,
+                          key="cam_set_images")
+    grid_methods = [m for m in methods if m not in SLOW][:6]
+    g2.caption(f"Columns: the fast methods chosen above ({len(grid_methods)}, at most 6). Class: "
+               + ("each image's own top prediction." if target is None else f"{handle.class_name(target)}."))
+    if not grid_methods or not rows:
+        st.info("Choose at least one fast method above and one image.", icon=":material/info:")
+    else:
+        with guard("Images × methods"):
+            panels, skipped = [], []
+            for item in [i for i in sel.images if i.label in rows]:
+                item_view = model_view_image(handle, item.image, item.digest)
+                top = predict_image(handle, item.image, item.digest, topk=1)[0]
+                item_results = explain_image(handle, item.image, grid_methods, target, layer)
+                for n, m in enumerate(grid_methods):
+                    r = item_results[m]
+                    head = plots.subtitle(f"{METHODS[m].display_name} · {r.info.get('target_name', top[1])}")
+                    title = f"{html.escape(item.label[:40])}<br>{head}" if n == 0 else f"&nbsp;<br>{head}"
+                    if r.error is not None:
+                        skipped.append(f"{item.label}: {METHODS[m].display_name}")
+                        panels.append((title, item_view, None))
+                        continue
+                    heat = display_map(r)
+                    panels.append((title, plots.overlay(item_view, heat, colormap, opacity), heat))
+            chart(plots.image_grid(panels, cols=len(grid_methods), height_per_row=230), key="cam_set_grid")
+            st.caption("Row = image (its first panel names it), column = method, with the class explained under each "
+                       "map; each map is scaled to its own range. Read one method down a column across the set.")
+            if skipped:
+                st.caption("Not applicable (image shown alone): " + "; ".join(skipped[:6]))
 
 else:
     cam_like = [m for m in ok if METHODS[m].uses_layer] or ["gradcam"]

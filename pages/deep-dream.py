@@ -9,7 +9,7 @@ from cnnviz_core.featureviz import deep_dream
 from cnnviz_core.images import to_png_bytes
 from cnnviz_ui import chart, download_buttons, page_header, page_selection, require_model, run_controls, run_task, \
     show_status, task_state
-from cnnviz_ui.widgets import target_picker
+from cnnviz_ui.widgets import fits_page, target_picker
 
 page_header(
     "Deep Dream & hallucination", ":material/cloud:",
@@ -20,8 +20,7 @@ page_header(
 sel = page_selection()
 handle = require_model(sel)
 convs = handle.conv_layers
-if not convs:
-    st.info("This model has no convolution layers to dream with.")
+if not fits_page(handle, ["hooks", "conv"]):
     st.stop()
 
 mode = st.segmented_control("Amplify", ["A layer", "One channel", "A class"], default="A layer", key="dd_mode",

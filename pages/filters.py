@@ -11,6 +11,7 @@ from cnnviz_core.featureviz.maximize import maximize_activation
 from cnnviz_core.featureviz.regularizers import Robustness
 from cnnviz_ui import cached, chart, guard, page_header, page_selection, require_model, run_controls, run_task, \
     show_status, task_state
+from cnnviz_ui import services_units as units
 from cnnviz_ui.compute import feature_maps, model_view
 
 VIEW_LABELS = {"auto": "Automatic", "rgb": "RGB (first layer)", "per_channel": "Per input channel",
@@ -115,3 +116,32 @@ if shown is not None:
             st.markdown(f"Mean activation: **{result.start_value:.3g} → {result.final_value:.3g}**.")
     if state.params is not None and state.params != params:
         st.caption("Settings changed since this run: press *Maximize channel* to update.")
+
+st.subheader("What each layer learned")
+st.caption("Zeiler & Fergus 2014, Fig. 2: for a layer, the strongest activations of its channels across many images "
+           "(one per image), each shown as its deconvnet projection beside the image patch under its receptive field. "
+           "Move between layers to see edges turn into textures and parts (with trained weights).")
+learn_layers = units.unit_layers(handle)
+if st.session_state.get("filters_learn_layer") not in learn_layers:
+    st.session_state["filters_learn_layer"] = layer if layer in learn_layers else learn_layers[0]
+w1, w2, w3, w4, w5 = st.columns([1.3, 1, 1, 1, 1])
+learn_layer = w1.selectbox("Layer", learn_layers, key="filters_learn_layer")
+source = w2.radio("Images", units.IMAGE_SETS, key="filters_learn_set")
+count = w3.select_slider("Scenes", [16, 32, 64, 128, 256, 512, 1000], value=64, key="filters_learn_count",
+                         disabled=source != "Our scenes")
+n_channels = w4.slider("Most active channels", 1, 16, 4, key="filters_learn_channels")
+top_k = w5.slider("Top activations each", 1, 9, 4, key="filters_learn_k")
+learn_params = (handle.key, learn_layer, source, count, n_channels, top_k)
+learn = task_state("filters_learn")
+if run_controls("filters_learn", "Find the top activations"):
+    def learn_work(progress, cancel):
+        images = units.image_set(handle, source, count, seed=40_000)
+        chosen = units.most_active_channels(handle, images, learn_layer, n_channels, progress, cancel)
+        return units.layer_learned(handle, images, learn_layer, chosen, top_k, progress, cancel)
+
+    learn = run_task("filters_learn", learn_params, learn_work)
+show_status(learn, "Top activations")
+if learn.status == "done" and learn.result:
+    chart(units.learned_grid(learn.result), key="filters_learn_grid")
+    if learn.params != learn_params:
+        st.caption("Settings changed since this run: press *Find the top activations* to update.")

@@ -26,6 +26,9 @@ page_header(
 )
 
 sel = page_selection()
+if sel.user_model:
+    st.info("Style transfer needs VGG-19's convolution layers (conv1_1 … conv5_2), so this page always runs on "
+            f"VGG-19, not on {sel.model_name}; the other pages use your model.", icon=":material/info:")
 entry = get_entry(MODEL)
 ready = entry.readiness()
 offline = bool(os.environ.get("CNNVIZ_OFFLINE"))

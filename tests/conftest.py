@@ -8,6 +8,8 @@ import pytest
 
 os.environ.setdefault("CNNVIZ_OFFLINE", "1")
 os.environ.setdefault("CNNVIZ_DEVICE", "cpu")
+# The architecture-signature index is built once per checkout (ignored artifacts/), not in ~/.cache.
+os.environ.setdefault("CNNVIZ_CACHE_DIR", str(Path(__file__).resolve().parents[1] / "artifacts" / "cache"))
 
 import torch  # noqa: E402
 

@@ -1,27 +1,30 @@
 """Attribution engine: CAM family, gradient family and occlusion behind one shared-pass API.
 
-``METHODS`` (key -> :class:`Method`, registered once with its metadata) is what the UI, CLI and tests
-enumerate. ``explain(model, x, methods, target=None, layer=None, **params)`` returns
-``{method: np.ndarray}``; ``explain_detailed`` returns :class:`MethodResult` objects (raw and scaled
-maps, layer-resolution map, seconds, info). See :mod:`.passes` for how passes are shared.
+``METHODS`` (key -> :class:`Method`, registered once with its metadata, in definition order) is
+what the UI, CLI and tests enumerate. ``explain(model, x, methods, target=None, layer=None, **params)``
+returns ``{method: np.ndarray}``; ``explain_detailed`` returns :class:`MethodResult` objects (raw and
+scaled maps, layer-resolution map, seconds, info). A target is a class or a unit
+(:class:`ChannelTarget`, :class:`NeuronTarget`, see :mod:`.targets`). See :mod:`.passes` for how
+passes are shared, :mod:`.receptive_field` for the units' receptive fields.
 """
 from __future__ import annotations
 
-from . import cam, gradient, perturbation  # noqa: F401 - importing registers the methods
-from .api import RESULTS, MethodResult, explain, explain_detailed, minmax, prepare_input
-from .registry import METHODS, Computed, Method, Paper, resolve_methods
+# Importing registers the methods; the order of these imports is the order of METHODS.
+from . import cam, perturbation, gradient, occlusion  # noqa: F401  isort: skip
+from .api import RESULTS, MethodResult, UnitInfo, explain, explain_detailed, minmax, prepare_input
+from .registry import (METHODS, AblationCAMParams, Computed, IntegratedGradientsParams, Method, NoParams,
+                       OcclusionParams, Paper, Params, Product, ScoreCAMParams, SmoothGradParams,
+                       resolve_methods)
+from .targets import ChannelTarget, ClassTarget, NeuronTarget, Target, UnitTarget
 
-#: The fixed order of the registry keys (the UI and CLI list them like this).
-ORDER = ("cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam",
-         "ablationcam", "saliency", "deconvnet", "guided_backprop", "guided_gradcam", "smoothgrad",
-         "integrated_gradients", "occlusion")
-_registered = dict(METHODS)
-METHODS.clear()
-METHODS.update({k: _registered[k] for k in ORDER})
-assert len(METHODS) == len(_registered), "every registered method must be listed in ORDER"
-
+#: The registry keys in their fixed order (the UI and CLI list them like this).
+ORDER = tuple(METHODS)
 CAM_METHODS = tuple(k for k, m in METHODS.items() if m.family == "cam")
 GRADIENT_METHODS = tuple(k for k, m in METHODS.items() if m.family == "gradient")
+UNIT_METHODS = tuple(k for k, m in METHODS.items() if m.unit_targets)
 
-__all__ = ["CAM_METHODS", "GRADIENT_METHODS", "METHODS", "Computed", "Method", "MethodResult", "Paper",
-           "RESULTS", "explain", "explain_detailed", "minmax", "prepare_input", "resolve_methods"]
+__all__ = ["CAM_METHODS", "GRADIENT_METHODS", "METHODS", "ORDER", "UNIT_METHODS", "AblationCAMParams",
+           "ChannelTarget", "ClassTarget", "Computed", "IntegratedGradientsParams", "Method", "MethodResult",
+           "NeuronTarget", "NoParams", "OcclusionParams", "Paper", "Params", "Product", "RESULTS",
+           "ScoreCAMParams", "SmoothGradParams", "Target", "UnitInfo", "UnitTarget", "explain",
+           "explain_detailed", "minmax", "prepare_input", "resolve_methods"]

@@ -1,13 +1,19 @@
-"""The method registry: every attribution method is registered ONCE, with its metadata.
+"""The method registry: every attribution method is registered ONCE, with its metadata, in definition order.
 
-``METHODS`` (key -> :class:`Method`) is what the UI, the CLI and the tests enumerate. A method is a
-function ``compute(ctx, params) -> Computed`` decorated with :func:`register`; ``ctx`` is the per-call
-:class:`~cnnviz_core.attribution.passes.PassContext` that owns the shared forward/backward passes.
+``METHODS`` (key -> :class:`Method`) is what the UI, the CLI and the tests enumerate; its order is
+the order in which the methods are defined (modules imported by :mod:`cnnviz_core.attribution`
+in order: CAM family, perturbation CAMs, gradient family, occlusion), so no separate list has to
+be kept in step. A method is a function ``compute(ctx, params) -> Computed`` (or a class with such
+a ``compute``, see :class:`~.cam.WeightedCAM`) decorated with :func:`register`; ``ctx`` is the
+per-call :class:`~cnnviz_core.attribution.passes.PassContext` that owns the shared passes, and
+``params`` an instance of the method's own frozen parameter dataclass (``Method.params_type``).
 """
 from __future__ import annotations
 
+import dataclasses
+import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -17,8 +23,28 @@ if TYPE_CHECKING:  # pragma: no cover
     from .passes import PassContext
 
 Family = Literal["cam", "gradient", "perturbation"]
-#: Products of the shared main pass a method can ask for (see ``passes.PassContext``).
-PassProduct = Literal["logits", "activation", "layer_grad", "input_grad", "guided", "deconvnet"]
+
+
+class Product(str, enum.Enum):
+    """Products of the shared main pass a method can ask for (``ctx.product(Product.LAYER_GRAD)``).
+
+    A ``str`` enum: ``Product.LOGITS == "logits"`` and both hash alike, so dicts keyed by either work."""
+
+    LOGITS = "logits"          # (N, K) logits (class targets) - always computed
+    ACTIVATION = "activation"  # (N, C, h, w) output of the layer (the CAM layer, or the unit's layer)
+    LAYER_GRAD = "layer_grad"  # (N, C, h, w) d score / d activation
+    INPUT_GRAD = "input_grad"  # (N, 3, H, W) d score / d input, plain ReLU rule (saliency)
+    GUIDED = "guided"          # (N, 3, H, W) guided-backprop rule
+    DECONVNET = "deconvnet"    # (N, 3, H, W) deconvnet rule
+
+    __hash__ = str.__hash__
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: Kept for callers of the old name.
+PassProduct = Product
 
 
 @dataclass(frozen=True)
@@ -42,15 +68,127 @@ class Computed:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+# ---- typed parameters ---------------------------------------------------------------------------
+def _positive_int(name: str, value: Any) -> int:
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(value)
+        v = int(value)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name} must be an integer >= 1, got {value!r}") from None
+    if v < 1:
+        raise ParameterError(f"{name} must be an integer >= 1, got {value!r}")
+    return v
+
+
+class Params:
+    """Base of the per-method parameter dataclasses (frozen; validated on construction).
+
+    Values are coerced (``"16"`` from a CLI becomes 16) and checked in ``__post_init__``; a bad value
+    raises :class:`ParameterError` naming the parameter."""
+
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
 @dataclass(frozen=True)
+class NoParams(Params):
+    """Methods without parameters."""
+
+
+@dataclass(frozen=True)
+class ScoreCAMParams(Params):
+    """``batch_size`` masked images per forward; ``channels``: only the k most active channels
+    (an approximation, labelled in the result); ``None`` = all channels (exact)."""
+
+    batch_size: int = 16
+    channels: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        self._set("batch_size", _positive_int("batch_size", self.batch_size))
+        if self.channels is not None:
+            self._set("channels", _positive_int("channels", self.channels))
+
+
+@dataclass(frozen=True)
+class AblationCAMParams(Params):
+    """``batch_size`` ablated copies of the layer output per tail forward."""
+
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        self._set("batch_size", _positive_int("batch_size", self.batch_size))
+
+
+@dataclass(frozen=True)
+class SmoothGradParams(Params):
+    """``samples`` noisy copies, noise std ``noise * (max(x) - min(x))``, ``batch_size`` copies per
+    forward, ``seed`` of the noise."""
+
+    samples: int = 50
+    noise: float = 0.15
+    batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._set("samples", _positive_int("samples", self.samples))
+        self._set("batch_size", _positive_int("batch_size", self.batch_size))
+        noise = float(self.noise)
+        if not noise >= 0:
+            raise ParameterError(f"smoothgrad needs noise >= 0, got {self.noise!r}")
+        self._set("noise", noise)
+        self._set("seed", int(self.seed))
+
+
+Baseline = Literal["black", "zero"]
+
+
+@dataclass(frozen=True)
+class IntegratedGradientsParams(Params):
+    """``steps`` of the Riemann sum, ``baseline`` ``"black"`` or ``"zero"``, ``batch_size`` steps per forward."""
+
+    steps: int = 50
+    baseline: Baseline = "black"
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        self._set("steps", _positive_int("steps", self.steps))
+        self._set("batch_size", _positive_int("batch_size", self.batch_size))
+        if self.baseline not in ("black", "zero"):
+            raise ParameterError(f"unknown baseline {self.baseline!r}; choose black or zero")
+
+
+@dataclass(frozen=True)
+class OcclusionParams(Params):
+    """Grey square of ``patch`` px slid with ``stride`` (defaults from the input size), ``batch_size``
+    occluded images per forward."""
+
+    patch: Optional[int] = None
+    stride: Optional[int] = None
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.patch is not None:
+            self._set("patch", _positive_int("patch", self.patch))
+        if self.stride is not None:
+            self._set("stride", _positive_int("stride", self.stride))
+        self._set("batch_size", _positive_int("batch_size", self.batch_size))
+
+
+# ---- methods -----------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
 class Method:
-    """Metadata + implementation of one attribution method.
+    """Metadata + implementation of one attribution method (keyword-only fields).
 
     ``needs``: user-facing requirements among ``"gradients"``, ``"gap_head"``, ``"extra_forwards"``,
     ``"relu"``. ``cost``: relative cost in units of one forward+backward at batch 1 (approximate,
     ``"C"`` = number of channels of the layer). ``passes``: products of the shared main pass used.
-    ``params``: accepted keyword parameters and their defaults. ``long_running``: takes progress and
-    cancel callbacks.
+    ``params_type``: the method's parameter dataclass (``params``: its defaults as a dict).
+    ``long_running``: takes progress and cancel callbacks. ``unit_targets``: accepts channel and
+    neuron targets (:mod:`.targets`) as well as classes.
     """
 
     key: str
@@ -60,16 +198,22 @@ class Method:
     needs: tuple[str, ...]
     cost: str
     class_discriminative: bool
-    passes: frozenset[str]
-    compute: Callable[["PassContext", dict[str, Any]], Computed]
-    params: dict[str, Any] = field(default_factory=dict)
+    passes: frozenset[Product]
+    compute: Callable[["PassContext", Any], Computed]
+    params_type: type = NoParams
     long_running: bool = False
+    unit_targets: bool = False
     description: str = ""
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Accepted keyword parameters and their defaults."""
+        return {f.name: f.default for f in dataclasses.fields(self.params_type)}
 
     @property
     def uses_layer(self) -> bool:
         """Whether the map depends on the chosen layer (CAM family and guided Grad-CAM)."""
-        return "activation" in self.passes or "layer_grad" in self.passes
+        return Product.ACTIVATION in self.passes or Product.LAYER_GRAD in self.passes
 
     @property
     def output_shape(self) -> str:
@@ -88,20 +232,26 @@ def register(
     needs: Sequence[str],
     cost: str,
     class_discriminative: bool,
-    passes: Sequence[str],
-    params: Optional[dict[str, Any]] = None,
+    passes: Sequence[Union[Product, str]],
+    params: type = NoParams,
     long_running: bool = False,
+    unit_targets: bool = False,
     description: str = "",
-) -> Callable[[Callable], Callable]:
-    """Decorator registering ``compute`` under ``key`` (each key exactly once)."""
+) -> Callable[[Any], Any]:
+    """Decorator registering a method under ``key`` (each key exactly once, in definition order).
 
-    def decorate(compute: Callable) -> Callable:
+    Decorates a function ``compute(ctx, params)`` or a class whose instances have ``compute``."""
+
+    def decorate(obj: Any) -> Any:
         if key in METHODS:
             raise ValueError(f"attribution method {key!r} registered twice")
-        METHODS[key] = Method(key, display_name, paper, family, tuple(needs), cost, class_discriminative,
-                              frozenset(passes), compute, dict(params or {}), long_running,
-                              description or (compute.__doc__ or "").strip().split("\n")[0])
-        return compute
+        compute = obj().compute if isinstance(obj, type) else obj
+        METHODS[key] = Method(
+            key=key, display_name=display_name, paper=paper, family=family, needs=tuple(needs), cost=cost,
+            class_discriminative=class_discriminative, passes=frozenset(Product(p) for p in passes),
+            compute=compute, params_type=params, long_running=long_running, unit_targets=unit_targets,
+            description=description or (obj.__doc__ or "").strip().split("\n")[0])
+        return obj
 
     return decorate
 
@@ -118,15 +268,36 @@ def resolve_methods(methods: Union[str, Sequence[str]]) -> list[Method]:
     return [METHODS[k] for k in keys]
 
 
-def validate_params(params: dict[str, Any]) -> None:
-    """Every keyword parameter must be a parameter of some registered method (a parameter of a
-    method that is not requested is ignored, so the UI can pass one settings dict)."""
+def validate_params(params: Mapping[str, Any], options: Optional[Mapping[str, Any]] = None) -> None:
+    """Flat keyword parameters must each be a parameter of some registered method (one settings
+    dict for a whole comparison: a parameter of a method not requested is ignored). ``options``
+    (per-method parameters) must name registered methods."""
     allowed = sorted({p for m in METHODS.values() for p in m.params})
     for name in params:
         if name not in allowed:
             raise ParameterError(f"unknown parameter {name!r}; allowed: {', '.join(allowed)}")
+    for key in options or {}:
+        if key not in METHODS:
+            raise ParameterError(f"parameters given for unknown method {key!r}; choose from {', '.join(METHODS)}")
 
 
-def method_params(method: Method, params: dict[str, Any]) -> dict[str, Any]:
-    """The method's defaults overridden by the given parameters it accepts."""
-    return {k: params.get(k, v) for k, v in method.params.items()}
+def method_params(method: Method, params: Mapping[str, Any], options: Optional[Mapping[str, Any]] = None) -> Params:
+    """The method's typed parameters: its defaults, overridden by the flat ``params`` it accepts,
+    overridden by ``options[method.key]`` (an instance of ``method.params_type`` or a dict of its fields).
+
+    Flat parameters apply to every requested method that has a field of that name (``batch_size=8``
+    sets all five batch sizes); to set one method's only, pass ``options={"scorecam":
+    ScoreCAMParams(batch_size=8)}``."""
+    own = (options or {}).get(method.key)
+    if isinstance(own, method.params_type):
+        return own
+    if own is not None and not isinstance(own, Mapping):
+        raise ParameterError(f"parameters of {method.key!r} must be {method.params_type.__name__} or a dict, "
+                             f"got {type(own).__name__}")
+    fields = {f.name for f in dataclasses.fields(method.params_type)}
+    values = {k: v for k, v in params.items() if k in fields}
+    for k, v in (own or {}).items():
+        if k not in fields:
+            raise ParameterError(f"{method.key} has no parameter {k!r}; it has {', '.join(sorted(fields)) or 'none'}")
+        values[k] = v
+    return method.params_type(**values)

@@ -92,7 +92,9 @@ def curve_aucs(handle: ModelHandle, x: torch.Tensor, saliency: Mapping[str, torc
 
 
 def pointing_tolerance(input_side: int) -> int:
-    """The paper's 15 px tolerance at 224 px, scaled to the model's input side."""
+    """The paper's 15 px tolerance at 224 px, scaled to the model's input side and rounded to whole
+    pixels (9 px at 128). The one definition: the audit and the dashboard's leaderboard both use it,
+    so they score the same map the same way."""
     return int(round(POINTING_TOLERANCE_224 * input_side / 224))
 
 

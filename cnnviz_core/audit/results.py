@@ -2,9 +2,16 @@
 
 Layout of ``RESULTS/``::
 
-    audit.json              what was audited (model, weights, layer, methods, metrics, steps...)
+    _audit.json              what was audited (model, weights, layer, methods, metrics, steps...)
     part-<run>-<seq>.parquet one file per finished batch (rows of :data:`SCHEMA`)
-    maps/<image-key>/<method>.npy   the maps, with --save-maps
+    _maps/<image-key>/<method>.npy   the maps, with --save-maps
+
+The folder is a standard Parquet dataset: everything that is not a part starts with ``_`` or ``.``,
+names that dataset readers skip, so ``pandas.read_parquet(RESULTS)``,
+``pyarrow.dataset.dataset(RESULTS)``, ``ray.data.read_parquet(RESULTS)`` and DuckDB's
+``read_parquet('RESULTS/*.parquet')`` read it as it is. Folders written before that (``audit.json``,
+``maps/``) are still read here (:func:`read_manifest`, the rows' ``map_path``); resuming into one
+renames its manifest to ``_audit.json``.
 
 Columns (:data:`SCHEMA`, one row per image and method): ``path``, ``method``, ``model``, ``layer``,
 ``label``/``label_name`` (ground truth, -1/"" when unknown), ``prediction``/``prediction_name``
@@ -48,9 +55,13 @@ SCHEMA = pa.schema([
     ("seconds", pa.float64()), ("status", pa.string()), ("error", pa.string()), ("map_path", pa.string()),
 ])
 COLUMNS = tuple(SCHEMA.names)
-MANIFEST = "audit.json"
+MANIFEST = "_audit.json"
+#: The manifest's name in folders written by earlier versions (read, and renamed on resume).
+LEGACY_MANIFEST = "audit.json"
+#: Where ``--save-maps`` writes (``_``: skipped by Parquet dataset readers; earlier versions: ``maps``).
+MAPS_DIR = "_maps"
 #: Manifest keys that must match to resume into an existing results folder.
-RESUME_KEYS = ("model", "weights", "layer", "target", "steps")
+RESUME_KEYS = ("model", "weights", "layer", "target", "steps", "options", "model_identity")
 
 
 def empty_row(path: str, method: str) -> dict[str, Any]:
@@ -88,17 +99,24 @@ class ResultsFolder:
         self._seq = 0
 
     def prepare(self, manifest: dict[str, Any]) -> None:
-        """Write ``audit.json``, or check that an existing one describes the same audit."""
+        """Write ``_audit.json``, or check that an existing manifest describes the same audit (an old
+        folder's ``audit.json`` is then replaced by ``_audit.json``)."""
         path = self.root / MANIFEST
-        if path.is_file():
-            old = json.loads(path.read_text())
+        found = manifest_path(self.root)
+        if found is not None:
+            old = json.loads(found.read_text())
             for key in RESUME_KEYS:
+                if key == "model_identity" and key not in old:  # written since 0.2: older folders lack it
+                    continue
                 if old.get(key) != manifest.get(key):
                     raise ParameterError(f"{self.root} holds an audit with {key}={old.get(key)!r}, not "
                                          f"{manifest.get(key)!r}; use another --out folder")
             manifest = {**old, "methods": sorted(set(old.get("methods", [])) | set(manifest["methods"])),
                         "metrics": sorted(set(old.get("metrics", [])) | set(manifest["metrics"]))}
         _atomic_write(path, json.dumps(manifest, indent=1).encode())
+        legacy = self.root / LEGACY_MANIFEST
+        if legacy.is_file():
+            legacy.unlink(missing_ok=True)  # its content is in _audit.json now; it would stop dataset readers
 
     def parts(self) -> list[Path]:
         return sorted(self.root.glob("part-*.parquet"))
@@ -257,9 +275,23 @@ def _text_size(col: "pa.ChunkedArray") -> tuple[int, int]:
     return longest, total
 
 
-def read_manifest(folder: Union[str, Path]) -> dict[str, Any]:
-    p = Path(folder) / MANIFEST
-    return json.loads(p.read_text()) if p.is_file() else {}
+def manifest_path(folder: Union[str, Path]) -> Optional[Path]:
+    """The manifest of a results folder: ``_audit.json``, else an old folder's ``audit.json``; None
+    when it has neither."""
+    for name in (MANIFEST, LEGACY_MANIFEST):
+        p = Path(folder) / name
+        if p.is_file():
+            return p
+    return None
+
+
+def read_manifest(folder: Union[str, Path], *, roots: Optional[Sequence[Path]] = None) -> dict[str, Any]:
+    """What a results folder audited (see :func:`manifest_path`); ``{}`` without a manifest, or
+    when ``roots`` are given and the manifest resolves outside them (a symlink)."""
+    p = manifest_path(folder)
+    if p is None or (roots is not None and not is_within(p, roots)):
+        return {}
+    return json.loads(p.read_text())
 
 
 def export_parquet(folder: Union[str, Path], dest: Union[str, Path]) -> Path:

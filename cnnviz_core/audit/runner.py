@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from ..attribution import resolve_methods
 from ..errors import ParameterError
-from ..models import load_model
+from ..models import is_model_file
 from .faithfulness import check_metrics
 from .results import ResultsFolder
 from .sources import AuditItem
@@ -83,13 +83,15 @@ def run_audit(items: Sequence[AuditItem], config: AuditConfig, out: str | Path, 
         raise ParameterError("Ray is not installed: pip install 'ray[data]', or run with --no-ray")
     if ray_address and not use_ray:
         raise ParameterError("--ray-address needs Ray (drop --no-ray)")
-    handle = load_model(config.model, config.weights, config.device)  # validates model, weights, layer
+    if is_model_file(config.model):  # Ray actors may not share the driver's working directory
+        config = replace(config, model=str(Path(config.model).resolve()))
+    handle = config.load()  # validates model, weights, options, layer
     config = replace(config, layer=config.layer or handle.default_layer)
     handle.module(config.layer)
     folder = ResultsFolder(out)
     if save_maps:
         config = replace(config, maps_dir=str(folder.root.resolve()))
-    folder.prepare(config.manifest())
+    folder.prepare({**config.manifest(), "model_identity": handle.identity})
     done = folder.done()
     pending = [i for i in items if any((i.path, m) not in done for m in config.methods)]
     summary = AuditSummary(str(folder.root), "ray" if use_ray else "in-process", workers if use_ray else 1,

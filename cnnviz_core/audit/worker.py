@@ -23,11 +23,11 @@ from PIL import Image
 
 from ..errors import CnnvizError
 from ..images import load_image
-from ..models import ModelHandle, load_model
+from ..models import ModelHandle, UserModelOptions, load_model
 from .batched import explain_batch
 from ..metrics import energy_in_mask, pointing_game, saliency_2d
 from .faithfulness import CURVE_METRICS, curve_aucs, object_mask, pointing_tolerance, resize_mask
-from .results import empty_row, map_key, rows_to_table
+from .results import MAPS_DIR, empty_row, map_key, rows_to_table
 from .sources import AuditItem
 
 
@@ -52,13 +52,23 @@ class AuditConfig:
     chunk: int = 128
     maps_dir: Optional[str] = None
     threads: int = 0
+    #: What goes with a model FILE (``--arch``, ``--labels``, ``--input-size``, ``--mean``, ``--std``);
+    #: a frozen dataclass of tuples, so the config still pickles to Ray actors.
+    options: Optional[UserModelOptions] = None
 
     def manifest(self) -> dict[str, Any]:
-        """JSON-able description (written to ``audit.json``; maps_dir/threads/chunk left out)."""
+        """JSON-able description (written to ``_audit.json``; maps_dir/threads/chunk left out)."""
         doc = asdict(self)
         for key in ("maps_dir", "threads", "chunk", "device"):
             doc.pop(key)
-        return {**doc, "methods": list(self.methods), "metrics": list(self.metrics)}
+        options = {k: list(v) if isinstance(v, tuple) else v for k, v in (doc.pop("options") or {}).items()
+                   if v is not None}
+        return {**doc, "methods": list(self.methods), "metrics": list(self.metrics),
+                **({"options": options} if options else {})}
+
+    def load(self) -> ModelHandle:
+        """The model this config names, with its options (what every worker, Ray actors too, calls)."""
+        return load_model(self.model, self.weights, self.device, options=self.options)
 
 
 class AuditWorker:
@@ -68,7 +78,7 @@ class AuditWorker:
         if config.threads:
             torch.set_num_threads(config.threads)
         self.config = config
-        self.handle = handle or load_model(config.model, config.weights, config.device)
+        self.handle = handle or config.load()
         self.layer = config.layer or self.handle.default_layer
         self.tolerance = pointing_tolerance(self.handle.spec.input_size)
 
@@ -180,7 +190,7 @@ class AuditWorker:
     def _save_map(self, path: str, method: str, m: np.ndarray) -> str:
         if not self.config.maps_dir:
             return ""
-        rel = Path("maps") / map_key(path) / f"{method.replace('+', 'p')}.npy"
+        rel = Path(MAPS_DIR) / map_key(path) / f"{method.replace('+', 'p')}.npy"
         dest = Path(self.config.maps_dir) / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")

@@ -17,7 +17,7 @@ from ..audit.results import method_summary, read_results
 from ..audit.runner import AuditSummary, run_audit
 from ..audit.sources import list_images
 from ..audit.worker import TARGET_MODES, AuditConfig
-from .common import add_model_args, print_json, weights_arg
+from .common import add_model_args, model_options, print_json, weights_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, help="Ray actors, each with its own model copy (default 1)")
     p.add_argument("--ray-address", help="connect to an existing Ray cluster (default: a local instance)")
     p.add_argument("--no-ray", action="store_true", help="plain in-process batches (no Ray)")
-    p.add_argument("--save-maps", action="store_true", help="also write RESULTS/maps/<image>/<method>.npy")
+    p.add_argument("--save-maps", action="store_true", help="also write RESULTS/_maps/<image>/<method>.npy")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     items = list_images(args.images, masks=args.masks, limit=args.limit)
     config = AuditConfig(model=args.model, methods=tuple(args.methods.split(",")),
                          metrics=tuple(args.metrics.split(",")), weights=weights_arg(args.weights),
-                         layer=args.layer, device=args.device, target=args.target, steps=args.steps)
+                         layer=args.layer, device=args.device, target=args.target, steps=args.steps,
+                         options=model_options(args))
     if args.no_ray and args.workers > 1:
         sys.stderr.write("note: --workers needs Ray; --no-ray runs one in-process worker\n")
     summary = run_audit(items, config, args.out, use_ray=False if args.no_ray else None,

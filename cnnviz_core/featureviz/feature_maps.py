@@ -16,6 +16,7 @@ from PIL import Image
 
 from ..errors import ParameterError
 from ..hooks import capture
+from ..inputs import as_model_input
 from ..models import ModelHandle
 from .params import check_choice, check_int
 from .tiles import Scaling, montage, normalize_tiles
@@ -25,12 +26,9 @@ RANKINGS: tuple[str, ...] = ("mean", "max")
 
 
 def model_input(handle: ModelHandle, image: Union[Image.Image, torch.Tensor]) -> torch.Tensor:
-    """A PIL image preprocessed for ``handle``, or a normalized ``(1, 3, H, W)`` tensor as is."""
-    if isinstance(image, Image.Image):
-        return handle.preprocess(image)
-    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[:2] != (1, 3):
-        raise ParameterError(f"expected a PIL image or a (1, 3, H, W) tensor, got {getattr(image, 'shape', image)!r}")
-    return image.to(handle.device)
+    """A PIL image preprocessed for ``handle``, or a normalized ``(1, 3, H, W)`` tensor as is
+    (:func:`cnnviz_core.inputs.as_model_input`)."""
+    return as_model_input(handle, image)
 
 
 def feature_maps(

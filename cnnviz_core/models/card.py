@@ -6,6 +6,8 @@ No builder and no weights source live here: see :mod:`.architectures` and :mod:`
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -49,3 +51,9 @@ def spec_for(arch: Architecture, *, name: Optional[str] = None, display_name: Op
         description=arch.description if description is None else description,
         paper=arch.paper, year=arch.year, architecture=arch.name, facts=arch.facts,
     )
+
+
+def spec_digest(spec: ModelSpec) -> str:
+    """A short digest of what changes results: class names, preprocessing, default layer, head."""
+    facts = [spec.class_names, spec.input_size, spec.resize_size, spec.mean, spec.std, spec.default_layer, spec.head]
+    return hashlib.sha1(json.dumps(facts).encode()).hexdigest()[:12]

@@ -18,7 +18,8 @@ from PIL import Image
 from torch import nn
 
 from ..errors import ParameterError
-from .card import ModelSpec
+from ..inputs import as_model_input
+from .card import ModelSpec, spec_digest
 from .inference import InferenceTwin
 from .layers import conv_layer_paths
 
@@ -47,7 +48,10 @@ class ModelHandle:
         self.lock = threading.RLock()
         # The identity of the weights (a file's sha256 for user files): results cached under this key
         # are never served for another file of the same name.
-        self.key = f"{spec.name}|{identity or weights_label}|{device}"
+        #: Which weights with which facts, on any device: a file's sha256 and the spec's digest (the
+        #: same file with other labels or preprocessing gives other results).
+        self.identity = f"{spec.name}|{identity or weights_label}|{spec_digest(spec)}"
+        self.key = f"{self.identity}|{device}"
         self._conv_layers = conv_layer_paths(self.model)
         self._mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
@@ -151,11 +155,7 @@ class ModelHandle:
         return x * self._std + self._mean
 
     def _as_input(self, x: Union[torch.Tensor, Image.Image]) -> torch.Tensor:
-        if isinstance(x, Image.Image):
-            return self.preprocess(x)
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ParameterError(f"expected an (N, 3, H, W) tensor, got shape {tuple(x.shape)}")
-        return x.to(self.device)
+        return as_model_input(self, x, batch=True)
 
     # ---- inference ---------------------------------------------------------------------------
     def forward(self, x: Union[torch.Tensor, Image.Image]) -> torch.Tensor:

@@ -17,7 +17,7 @@ from typing import Optional, Union
 import torch
 
 from ..device import resolve_device
-from ..errors import ModelError, ParameterError
+from ..errors import ModelError, ParameterError, one_line
 from .architectures import Architecture, Preprocessing
 from .card import ModelSpec, spec_for
 from .catalog import ModelEntry, get_architecture, get_entry
@@ -148,7 +148,7 @@ def _load_program(path: Path, device: torch.device, user: UserModelOptions, show
         with torch.no_grad():
             out = module(torch.zeros(1, 3, size, size))
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback
-        first = str(exc).strip().splitlines()[0][:140] if str(exc).strip() else type(exc).__name__
+        first = one_line(str(exc).strip().splitlines()[0], 140) if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{shown}: the program does not run on a 1x3x{size}x{size} input ({first}); "
                          "give its input size (--input-size or the sidecar)") from None
     if not isinstance(out, torch.Tensor) or out.ndim != 2:

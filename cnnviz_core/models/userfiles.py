@@ -14,14 +14,19 @@ computed once, lazily, and cached on disk per torch/torchvision version.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
+import logging
 import os
+import re
 import threading
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 import torchvision
@@ -29,6 +34,7 @@ from torch import nn
 
 from ..errors import ModelError, ParameterError, one_line
 from .architectures import Architecture, head_dims, state_shapes
+from .programs import check_export_archive
 
 #: Containers of training checkpoints, in the order they are looked for.
 CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "ema", "model_ema", "state_dict_ema")
@@ -214,16 +220,41 @@ def read_state_dict(path: Path) -> StateDictRead:
     return StateDictRead(state, tuple(notes + prefix_notes))
 
 
+_GLOBAL = re.compile(r"GLOBAL ([A-Za-z_][A-Za-z0-9_.]{0,100})")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """No warnings and no log records from torch while a file is read: whatever goes wrong becomes
+    one :class:`ModelError` line (``torch.export.load`` logs whole tracebacks, ``torch.jit.load``
+    and the weights-only unpickler warn on stderr)."""
+    loggers = [logging.getLogger(n) for n in ("torch.export", "torch._export", "torch._export.serde.serialize",
+                                              "torch.export.pt2_archive._package")]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for lg in loggers:
+            lg.setLevel(logging.CRITICAL + 1)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
 def _torch_load(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        with _quiet():
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as exc:  # UnpicklingError, RuntimeError, EOFError...
         text = str(exc)
         if "Weights only load failed" in text or "weights_only" in text:
+            found = _GLOBAL.search(text)
+            what = f" (it references {found.group(1)})" if found else ""
             raise ModelError(
-                f"{path.name}: refused - this file needs unpickling of Python code (a whole model saved with "
-                "torch.save(model), or a crafted pickle), which cnnviz never runs; save "
-                "torch.save(model.state_dict(), PATH) or export a .pt2 with torch.export"
+                f"{path.name}: refused - this file needs unpickling of Python code{what}: a whole model saved with "
+                "torch.save(model), a checkpoint holding Python objects, or a crafted pickle; cnnviz never runs "
+                "such code. Save torch.save(model.state_dict(), PATH) or export a .pt2 with torch.export"
             ) from None
         raise ModelError(f"{path.name}: refused - not a PyTorch state_dict, checkpoint or program "
                          f"({one_line(text.splitlines()[0] if text.strip() else type(exc).__name__, 100)})") from None
@@ -333,8 +364,8 @@ def detect_architecture(state: dict[str, torch.Tensor], name: str) -> str:
     tried = INDEX.names()
     raise ModelError(
         f"{name}: a state_dict of {len(state)} tensors that fits none of the {len(tried)} architectures tried by "
-        f"parameter names and shapes ({', '.join(tried)}); for a timm model or your own class give --arch "
-        "timm:NAME / NAME, or export the model with torch.export (.pt2)"
+        "parameter names and shapes; for a timm model or your own class give --arch timm:NAME / NAME, or export "
+        f"the model with torch.export (.pt2); tried: {', '.join(tried)}"  # the hint first: a terminal cuts the list
     )
 
 
@@ -378,7 +409,10 @@ def read_program(path: Path) -> ProgramRead:
     """A ``torch.export`` archive (unflattened, so its layers can be hooked) or a TorchScript module."""
     try:
         if path.suffix.lower() == ".pt2":
-            program = torch.export.load(str(path))
+            data = path.read_bytes()  # checked and loaded from the same bytes
+            check_export_archive(data, path.name)
+            with _quiet():
+                program = torch.export.load(io.BytesIO(data))
             placeholders = [n for n in program.graph.nodes
                             if n.op == "placeholder" and n.name in program.graph_signature.user_inputs]
             if len(placeholders) != 1:
@@ -393,7 +427,9 @@ def read_program(path: Path) -> ProgramRead:
             if static[0] == 1:
                 module = _batch_one(module)
             return ProgramRead(module, "torch.export program", static[2], static[0])
-        return ProgramRead(torch.jit.load(str(path), map_location="cpu"), "TorchScript", hookable=False)
+        with _quiet():
+            script = torch.jit.load(str(path), map_location="cpu")
+        return ProgramRead(script, "TorchScript", hookable=False)
     except ModelError:
         raise
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback

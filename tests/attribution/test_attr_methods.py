@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnviz_core import load_model, list_specs
+from cnnviz_core import entries, load_model
 from cnnviz_core.attribution import METHODS, explain, explain_detailed
 from cnnviz_core.errors import MethodUnavailableError, ParameterError
 from cnnviz_core.hooks import hook_count
@@ -43,10 +43,10 @@ def _check(results, handle, size, layer):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("spec", list_specs(), ids=lambda s: s.name)
-def test_every_method_on_every_registered_model(spec):
-    handle = load_model(spec.name, weights=None)
-    size = 128 if spec.family == "ours" else 224 if spec.name == "zfnet" else 96
+@pytest.mark.parametrize("entry", entries(), ids=lambda e: e.name)
+def test_every_method_on_every_registered_model(entry):
+    handle = load_model(entry.name, weights=None)
+    size = 128 if entry.architecture.origin == "cnnviz" else 224 if entry.name == "zfnet" else 96
     results = explain_detailed(handle, _input(handle, size), list(METHODS), on_error="collect", cache=None, **CHEAP)
     assert list(results) == list(METHODS)
     _check(results, handle, size, handle.default_layer)
@@ -189,14 +189,13 @@ class SkipAcrossLayer(torch.nn.Module):
 
 @pytest.mark.parametrize("branchy", [False, True])
 def test_ablationcam_fallback_for_graphs_that_cannot_be_split(branchy):
-    import dataclasses
-
-    from cnnviz_core.models import ModelHandle, get_spec
+    from cnnviz_core.models import ModelHandle, ModelSpec
     from cnnviz_core.attribution.tail import layer_tail
 
     torch.manual_seed(0)
     model = SkipAcrossLayer(branchy).eval()
-    spec = dataclasses.replace(get_spec("shapes-cnn"), name="skip", class_names=tuple("abcd"), default_layer="body")
+    spec = ModelSpec(name="skip", display_name="skip", class_names=tuple("abcd"), default_layer="body",
+                     input_size=128, resize_size=128)
     handle = ModelHandle(spec, model, torch.device("cpu"), "test")
     assert layer_tail(handle.model, "body") is None
     x = _input(handle, 16)

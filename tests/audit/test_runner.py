@@ -97,3 +97,22 @@ def test_ray_run_matches_in_process(scenes_dir, tmp_path, ray_local):
     again = run_audit(items, config, tmp_path / "ray", use_ray=True, workers=2, batch_size=3, progress=False)
     assert again.processed == 0 and again.skipped == 8
     assert pq.read_table(sorted((tmp_path / "ray").glob("part-*.parquet"))[0]).num_rows == 3
+
+
+def test_resume_refuses_another_file_of_the_same_name(scenes_dir, tmp_path):
+    import torch
+
+    from cnnviz_core.models import UserModelOptions, get_architecture
+
+    items = list_images(str(scenes_dir))[:2]
+    path = tmp_path / "mine.pth"
+    options = UserModelOptions(arch="shapes-cnn")
+    config = AuditConfig(str(path), ("gradcam",), ("deletion",), weights="default", device="cpu", steps=4,
+                         options=options)
+    for seed in (1, 2):  # the same file name, retrained
+        torch.manual_seed(seed)
+        torch.save(get_architecture("shapes-cnn").build().state_dict(), path)
+        if seed == 1:
+            run_audit(items[:1], config, tmp_path / "r", use_ray=False, progress=False)
+    with pytest.raises(ParameterError, match="model_identity"):
+        run_audit(items, config, tmp_path / "r", use_ray=False, progress=False)

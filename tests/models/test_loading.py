@@ -172,3 +172,21 @@ def test_torchscript_loads_and_predicts(tmp_path):
     handle = load_model(str(path))
     assert handle.num_classes == 4
     assert torch.allclose(handle.forward(x), net(x), atol=1e-5)
+
+
+def test_result_key_names_the_file_and_what_changes_results(tmp_path):
+    from cnnviz_core import UserModelOptions
+
+    torch.manual_seed(3)
+    path = tmp_path / "ft.pth"
+    torch.save(build_zoo_model("squeezenet1_1").state_dict(), path)
+    plain = load_model(str(path))
+    labelled = load_model(str(path), options=UserModelOptions(labels=tuple(f"n{i}" for i in range(1000))))
+    normalized = load_model(str(path), options=UserModelOptions(mean=(0.5, 0.5, 0.5)))
+    assert len({plain.key, labelled.key, normalized.key}) == 3
+    assert plain.key == load_model(str(path)).key
+    other = tmp_path / "other" / "ft.pth"  # same name, other weights
+    other.parent.mkdir()
+    torch.manual_seed(4)
+    torch.save(build_zoo_model("squeezenet1_1").state_dict(), other)
+    assert load_model(str(other)).key != plain.key
