@@ -56,6 +56,11 @@ with guard("Kernels"):
     st.caption("Grey = 0; brighter/darker = positive/negative weights (summary: weight magnitude)."
                + (" Random weights: no learned pattern expected." if "random" in handle.weights_label else ""))
 
+if not handle.hookable:
+    st.info("Feature maps, activation maximization and the layer view need hooks, which a TorchScript program "
+            "cannot take: load a state_dict or a .pt2 of this model for them.", icon=":material/info:")
+    st.stop()
+
 st.subheader("Feature maps for the image")
 f1, f2, f3 = st.columns([1, 1, 1])
 n_maps = f1.slider("Channels", 4, 64, 16, step=4, key="filters_maps_n")

@@ -27,6 +27,9 @@ P = Product
 
 
 def _relu_rule_map(ctx: PassContext, product: Product, name: str) -> Computed:
+    if not ctx.handle.hookable:
+        raise MethodUnavailableError(f"{name} cannot run on a TorchScript program: its ReLUs run outside Python "
+                                     "and cannot take the modified backward rule; load a state_dict or a .pt2")
     grad = ctx.product(product)[0]
     if not ctx.relu_calls and ctx.is_unit and not ctx.non_relu_activations():
         # a unit with no activation before it (a first conv): every rule is the plain gradient

@@ -23,7 +23,6 @@ from typing import Literal, Optional
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..errors import ParameterError
 from ..models import ModelHandle
@@ -35,14 +34,13 @@ VIEWS: tuple[str, ...] = ("auto", "rgb", "per_channel", "summary")
 
 
 def conv_weight(handle: ModelHandle, layer: str) -> torch.Tensor:
-    """The float32 CPU copy ``(N, C, kh, kw)`` of the weight of the ``Conv2d`` at ``layer``."""
-    module = handle.module(layer)
-    if not isinstance(module, nn.Conv2d):
+    """The float32 CPU copy ``(N, C, kh, kw)`` of the weight of the convolution at ``layer`` (an
+    ``nn.Conv2d``, or the convolution of a ``.pt2`` / TorchScript program)."""
+    weight = getattr(handle.module(layer), "weight", None)
+    if layer not in handle.conv_layers or not isinstance(weight, torch.Tensor) or weight.ndim != 4:
         hint = ", ".join(handle.conv_layers[:4]) or "(none)"
-        raise ParameterError(
-            f"layer {layer!r} is a {type(module).__name__}, not a Conv2d; conv layers: {hint}, ..."
-        )
-    return module.weight.detach().float().cpu()
+        raise ParameterError(f"layer {layer!r} is not a 2-D convolution; conv layers: {hint}, ...")
+    return weight.detach().float().cpu()
 
 
 def kernel_view(weight: torch.Tensor, view: View) -> str:

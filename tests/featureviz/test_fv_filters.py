@@ -65,7 +65,7 @@ def test_alexnet_conv1_gives_one_colour_tile_per_filter():
 
 
 @pytest.mark.parametrize("layer, view, match", [
-    ("stage1", "auto", "not a Conv2d"),
+    ("stage1", "auto", "not a 2-D convolution"),
     ("nope", "auto", "no layer"),
     ("stage2.conv1", "rgb", "3 input channels"),
     ("stage1.conv1", "fancy", "choose one of"),

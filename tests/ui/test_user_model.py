@@ -138,8 +138,6 @@ def test_every_page_works_or_says_why_in_one_line(model_files, kind):
     if kind == "pt2":
         assert handle.input_size == 64  # the program's own input size
     for page in PAGES:
-        if page == "filters" and kind != "pth":
-            continue  # pages/filters.py is owned elsewhere: it fails on program layers (reported)
         at.switch_page(f"pages/{page}.py").run()
         assert not at.exception, (page, [e.value for e in at.exception])
         assert not at.error, (page, [e.value for e in at.error])
