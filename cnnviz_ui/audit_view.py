@@ -15,6 +15,7 @@ our format embeds no images or maps, so its panels say so in one line).
 """
 from __future__ import annotations
 
+import hashlib
 import html
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -43,12 +44,20 @@ UPLOAD_NO_IMAGES = ("Images not in the upload: only a results folder on the serv
 
 
 @st.cache_data(show_spinner="Reading audit results…", max_entries=8)
-def _load(path: str, stamp: str, data: Optional[bytes], roots: tuple[str, ...] = ()) -> pd.DataFrame:
-    """``stamp`` (part names and times, or the upload's name) only keys the cache; ``roots``: the
-    data roots a folder's parts must lie under."""
-    if data is not None:
-        return read_results(data).to_pandas()
+def _load(path: str, stamp: str, roots: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A server results folder or file; ``stamp`` (part names and times) only keys the cache;
+    ``roots``: the data roots a folder's parts must lie under."""
     return read_results(path, roots=[Path(r) for r in roots]).to_pandas()
+
+
+def _load_upload(data: bytes) -> pd.DataFrame:
+    """An uploaded results file, memoised in this session only (never in a cache other sessions share)."""
+    memo = st.session_state.setdefault("_cnnviz_results_upload", {})
+    digest = hashlib.sha256(data).hexdigest()
+    if digest not in memo:
+        memo.clear()
+        memo[digest] = read_results(data).to_pandas()
+    return memo[digest]
 
 
 def _read(source: Source) -> tuple[pd.DataFrame, Optional[Path]]:
@@ -59,12 +68,12 @@ def _read(source: Source) -> tuple[pd.DataFrame, Optional[Path]]:
         path = confine(source, roots, what="results path")
         parts = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path]
         stamp = "|".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in parts if p.exists())
-        frame = _load(str(path), stamp, None, tuple(map(str, roots)))
+        frame = _load(str(path), stamp, tuple(map(str, roots)))
         return frame, (path if path.is_dir() else path.parent)
     data = source.getvalue() if hasattr(source, "getvalue") else source.read(MAX_RESULTS_BYTES + 1)
     if not isinstance(data, bytes):
         raise ParameterError("the upload is not a file")
-    return _load("", f"upload:{getattr(source, 'name', '')}:{len(data)}", data), None
+    return _load_upload(data), None
 
 
 def _md(text: Any) -> str:

@@ -13,7 +13,6 @@ shown as a partial result.
 """
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Optional
 
@@ -25,6 +24,7 @@ from cnnviz_core.jobs import JobPool
 from cnnviz_core.progress import CancelToken, Progress
 
 from .errors import error_message
+from .state import session_owner
 
 Work = Callable[[Callable[[Progress], None], CancelToken], Any]
 Renderer = Callable[["TaskState", Any], None]
@@ -75,11 +75,6 @@ def run_controls(key: str, label: str, *, help: Optional[str] = None) -> bool:
 def get_job_pool() -> JobPool:
     """The process-wide pool of long jobs (shared by every session)."""
     return JobPool()
-
-
-def session_owner() -> str:
-    """A random id of this browser session (the owner of its long jobs)."""
-    return st.session_state.setdefault("_cnnviz_session_id", uuid.uuid4().hex)
 
 
 def run_task(key: str, params: Hashable, work: Work, *, live: Optional[Renderer] = None) -> TaskState:

@@ -7,6 +7,7 @@ in ``st.session_state``; pages read it with :func:`selection`. Widget keys of th
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Optional, TypeVar
 
@@ -107,12 +108,22 @@ def load_available(name: str) -> ModelHandle:
     return get_engine().model(name, get_entry(name).available_weights())
 
 
+def session_owner() -> str:
+    """A random id of this browser session (owner of its long jobs and of results of its uploads)."""
+    return st.session_state.setdefault("_cnnviz_session_id", uuid.uuid4().hex)
+
+
 def cached(key: tuple[Hashable, ...], compute: Callable[[], T]) -> T:
     """``compute()`` memoised in the engine's shared result cache under ``key``.
 
     Keys start with a tag naming the computation and contain the model key and image digest, so
-    changing display-only controls (colormap, opacity...) never reruns a model pass.
+    changing display-only controls (colormap, opacity...) never reruns a model pass. While the
+    selection holds an upload (images or your own model) the key also names this session: results of
+    uploads are never cached for another session.
     """
+    sel = st.session_state.get(_SELECTION_KEY)
+    if isinstance(sel, Selection) and (sel.images or sel.user_model):
+        key = (*key, "session", session_owner())
     return get_engine().results.get_or_compute(key, compute)
 
 

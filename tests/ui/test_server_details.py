@@ -38,3 +38,22 @@ def test_a_model_over_the_session_budget_is_refused_in_one_line(monkeypatch):
     with pytest.raises(ParameterError, match=r"needs about 89 MB .* one session may hold 60 MB") as exc:
         check_session_budget(handle)
     assert "\n" not in str(exc.value)
+
+
+def test_results_of_uploads_are_keyed_by_session(monkeypatch):
+    import streamlit as st
+
+    from cnnviz_ui import state
+
+    seen = []
+    monkeypatch.setattr(state, "get_engine", lambda: type("E", (), {"results": type("R", (), {
+        "get_or_compute": staticmethod(lambda key, compute: seen.append(key) or compute())})()})())
+    fake = {}
+    monkeypatch.setattr(st, "session_state", fake)
+    image = state.cached_sample(state.DEFAULT_SAMPLE)
+    for uploaded in (False, True):
+        fake[state._SELECTION_KEY] = state.Selection("m", None, "cpu", image, "x", "d",
+                                                     images=("an upload",) if uploaded else ())
+        state.cached(("tag", "model", "digest"), lambda: 1)
+    assert seen[0] == ("tag", "model", "digest")
+    assert seen[1][:4] == ("tag", "model", "digest", "session") and seen[1][4] == fake["_cnnviz_session_id"]
