@@ -248,7 +248,8 @@ def _torch_load(path: Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as exc:  # UnpicklingError, RuntimeError, EOFError...
         text = str(exc)
-        if "Weights only load failed" in text or "weights_only" in text:
+        needs_code = "Unsupported global" in text or "GLOBAL" in text or "REDUCE" in text or "BUILD" in text
+        if needs_code:
             found = _GLOBAL.search(text)
             what = f" (it references {found.group(1)})" if found else ""
             raise ModelError(
@@ -256,8 +257,10 @@ def _torch_load(path: Path) -> Any:
                 "torch.save(model), a checkpoint holding Python objects, or a crafted pickle; cnnviz never runs "
                 "such code. Save torch.save(model.state_dict(), PATH) or export a .pt2 with torch.export"
             ) from None
-        raise ModelError(f"{path.name}: refused - not a PyTorch state_dict, checkpoint or program "
-                         f"({one_line(text.splitlines()[0] if text.strip() else type(exc).__name__, 100)})") from None
+        _, _, unpickler = text.partition("WeightsUnpickler error:")  # torch's own reason, without its advice
+        reason = (unpickler.strip() or text.strip()).splitlines()[0] if text.strip() else type(exc).__name__
+        raise ModelError(f"{path.name}: refused - corrupt, or not a PyTorch state_dict, checkpoint or program "
+                         f"({one_line(reason, 100)})") from None
 
 
 # ---- finding the architecture ----------------------------------------------------------------
