@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8501
 
-.PHONY: run test test-fast bench gpu-check train clean-venv
+.PHONY: run test test-fast bench bench-ui gpu-check train clean-venv
 
 $(VENV)/.runtime: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test-fast: $(VENV)/.dev
 ## Speed figures side by side with pytorch-grad-cam and captum (minutes).
 bench: $(VENV)/.dev
 	$(PY) -m cnnviz_core.bench
+
+## UI speed as a visitor feels it: Playwright + Chromium against a real `streamlit run` (minutes).
+bench-ui: $(VENV)/.dev
+	$(PY) -m cnnviz_ui.bench
 
 ## On a machine with CUDA: every method, Deep Dream and style on CUDA vs CPU (r >= 0.999), GPU bench figures.
 gpu-check: $(VENV)/.dev

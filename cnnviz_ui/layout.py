@@ -1,21 +1,35 @@
 """Small layout helpers that keep every page consistent (header, charts, downloads)."""
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+import sys
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
-import plotly.graph_objects as go
 import streamlit as st
+
+from .navigation import PageInfo, page_for_file, page_info
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 _PLOTLY_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
 
 
-def page_header(title: str, icon: str, intro: str) -> None:
-    """Title with a material icon and a one-paragraph introduction."""
-    st.header(f"{icon} {title}", divider="gray")
+def page_header(intro: str, *, page: Optional[str] = None) -> PageInfo:
+    """The page's title and icon (from :data:`cnnviz_ui.navigation.PAGES`, the one place that names the
+    pages) and a one-paragraph introduction. ``page`` is the page's file stem; by default the page
+    whose script calls this. Returns the page's entry."""
+    if page is not None:
+        info = page_info(page)
+    else:
+        info = page_for_file(sys._getframe(1).f_globals.get("__file__"))
+        if info is None:
+            raise ValueError("page_header() is called from a page script in pages/, or with page=STEM")
+    st.header(f"{info.material_icon} {info.title}", divider="gray")
     st.markdown(intro)
+    return info
 
 
-def chart(fig: go.Figure, key: Optional[str] = None) -> None:
+def chart(fig: "go.Figure", key: Optional[str] = None) -> None:
     """``st.plotly_chart`` with the app's defaults (full width, no Plotly logo)."""
     st.plotly_chart(fig, width="stretch", config=_PLOTLY_CONFIG, key=key)
 

@@ -14,7 +14,7 @@ from cnnviz_core.progress import Progress, report
 
 from .layout import chart
 from .progress import run_controls, run_task, show_status, task_state
-from .state import Selection, get_engine, load_available
+from .state import Selection, get_engine
 
 SANITY_METHODS = ("gradcam", "guided_backprop", "saliency", "guided_gradcam", "layercam", "eigencam")
 POINTING_METHODS = ("gradcam", "gradcam++", "layercam", "eigencam", "saliency", "guided_backprop")
@@ -81,30 +81,42 @@ def auc_curves(curves: Mapping[str, tuple]) -> None:
                       key=f"cam_auc_{kind}")
 
 
+SIDEBAR = "__sidebar__"
+PG_SOURCES = ("Generated scenes", "Upload image + mask pairs", "Folder under the data roots")
+
+
+def _model_picker(sel: Selection, col, key: str) -> ModelHandle:
+    """The sidebar's model (ImageNet, uploaded, any) or one of ours, on the sidebar's device."""
+    from .services import fixed_model
+
+    options = [SIDEBAR, *OURS]
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = SIDEBAR
+    picked = col.selectbox("Model", options, key=key,
+                           format_func=lambda k: f"Sidebar model: {sel.model_name}" if k == SIDEBAR else k)
+    if picked != SIDEBAR:
+        return fixed_model(picked, sel.device)
+    if sel.handle is None:  # not loaded (e.g. waiting for a download): ours meanwhile, said in one line
+        col.caption(f"{sel.model_name} is not loaded: using {OURS[0]} until it is.")
+        return fixed_model(OURS[0], sel.device)
+    return sel.handle
+
+
 def sanity_check_section(sel: Selection) -> None:
-    """Model-parameter randomization cascade (Adebayo et al., NeurIPS 2018) with its curve."""
-    from cnnviz_core.metrics import randomization_check
+    """Model-parameter randomization cascade (Adebayo et al., NeurIPS 2018) with its curve, on any model."""
+    from . import services_metrics as sm
+    from .widgets import table_download
 
     c1, c2 = st.columns(2)
-    model_name = c1.selectbox("Model", OURS, key="app_sanity_model")
+    handle = _model_picker(sel, c1, "app_sanity_model")
     methods = c2.multiselect("Methods", SANITY_METHODS, default=["gradcam", "guided_backprop"],
                              format_func=lambda k: METHODS[k].display_name, key="app_sanity_methods")
-    handle = load_available(model_name)
-    params = (handle.key, sel.digest, tuple(methods))
+    st.caption(f"On the sidebar's image. Cost: {sm.sanity_cost(handle, methods)}")
+    params = sm.SanityParams(handle.key, sel.digest, tuple(methods))
     state = task_state("app_sanity")
     if run_controls("app_sanity", "Run the randomization cascade"):
-        x = handle.preprocess(sel.image)
-
-        def work(progress, cancel):
-            out = {}
-            for i, m in enumerate(methods):
-                def step(p: Progress, i=i) -> None:
-                    report(progress, i * p.total + p.step, len(methods) * p.total, f"{METHODS[m].display_name}: "
-                           f"{p.message}")
-                out[m] = randomization_check(handle, x, m, progress=step, cancel=cancel)
-            return out
-
-        state = run_task("app_sanity", params, work)
+        state = run_task("app_sanity", params,
+                         lambda progress, cancel: sm.run_sanity(handle, sel.image, methods, progress, cancel))
     show_status(state, "Sanity check")
     if state.status == "done" and state.result:
         first = next(iter(state.result.values()))
@@ -118,42 +130,106 @@ def sanity_check_section(sel: Selection) -> None:
               key="app_sanity_curve")
         st.caption("A method that passes drops towards 0 as soon as the top layers are randomized; a curve that "
                    "stays high means the map mostly reflects the input image (edges), not what the model learned.")
+        table_download(sm.sanity_rows(state.result), key="app_sanity_table", stem="sanity-check")
         if state.params != params:
             st.caption("Settings changed since this run: press the button to update.")
 
 
-def pointing_game_section() -> None:
-    """Pointing-game leaderboard (Zhang et al., ECCV 2016) of methods on generated scenes."""
+def _pairs(source: str):
+    """The image + mask pairs of the chosen source (uploads or a confined folder), and notes."""
+    from cnnviz_core import CnnvizError
+    from cnnviz_core.paths import DATA_ROOT_ENV, confine, data_roots
+
+    from . import services_metrics as sm
+    from .errors import show_error
+
+    if source == PG_SOURCES[1]:
+        files = st.file_uploader(
+            f"Images and their masks (NAME.png + NAME{sm.MASK_SUFFIX}; any non-zero mask pixel is the object)",
+            type=["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"], accept_multiple_files=True,
+            key="app_pg_upload")
+        return sm.pairs_from_files([(f.name, f.getvalue()) for f in files or []])
+    roots = data_roots()
+    folder = st.text_input(
+        "Folder (path on the server)", key="app_pg_folder",
+        help=f"Only paths under the data roots are read: {', '.join(str(r) for r in roots)} (server setting "
+             f"`{DATA_ROOT_ENV}`). Masks NAME{sm.MASK_SUFFIX} beside the images or in a masks/ subfolder.")
+    if not folder.strip():
+        return [], []
+    try:
+        return sm.pairs_from_folder(confine(folder.strip(), roots, what="mask folder"))
+    except CnnvizError as exc:
+        show_error(exc)
+        return [], []
+
+
+def pointing_game_section(sel: Selection = None) -> None:
+    """Pointing-game leaderboard (Zhang et al., ECCV 2016) of methods on generated scenes (our models) or
+    on the visitor's image + mask pairs (any model)."""
     from cnnviz_core.metrics import pointing_game_table
     from cnnviz_core.scenes import generate_scenes
 
-    c1, c2, c3, c4 = st.columns([1, 2, 1, 1])
-    model_name = c1.selectbox("Model", OURS, key="app_pg_model")
+    from . import services_metrics as sm
+    from .state import selection
+    from .widgets import export_buttons, csv_bytes, json_bytes
+
+    sel = sel or selection()
+    c1, c2 = st.columns([1, 2])
+    handle = _model_picker(sel, c1, "app_pg_model")
     methods = c2.multiselect("Methods", list(POINTING_METHODS), default=list(POINTING_METHODS),
                              format_func=lambda k: METHODS[k].display_name, key="app_pg_methods")
-    count = c3.slider("Scenes", 5, 100, 20, step=5, key="app_pg_count")
-    objects = c4.radio("Objects per scene", [1, 2], horizontal=True, key="app_pg_objects")
-    handle = load_available(model_name)
+    sources = ([PG_SOURCES[0]] if sm.scene_classes_match(handle) else []) + list(PG_SOURCES[1:])
+    if st.session_state.get("app_pg_source") not in sources:
+        st.session_state["app_pg_source"] = sources[0]
+    source = st.radio("Data", sources, horizontal=True, key="app_pg_source",
+                      help="Generated scenes carry exact masks but only our models know their classes; your own "
+                           "image + mask pairs score any model, for its top-1 class of each image.")
     tolerance = pointing_tolerance(handle.input_size)  # the audit's: 15 px at 224 px, scaled, whole pixels
-    params = (handle.key, tuple(methods), count, objects)
+    pairs, notes = [], []
+    if source == PG_SOURCES[0]:
+        s1, s2 = st.columns(2)
+        count = s1.slider("Scenes", 5, 100, 20, step=5, key="app_pg_count")
+        objects = s2.radio("Objects per scene", [1, 2], horizontal=True, key="app_pg_objects")
+        params = sm.PointingParams(handle.key, tuple(methods), source, count, objects)
+        n_maps = count * objects
+    else:
+        pairs, notes = _pairs(source)
+        if notes:
+            st.caption("Left out: " + "; ".join(notes[:8]) + (" …" if len(notes) > 8 else ""))
+        st.caption(f"{len(pairs)} image + mask pair{'s' if len(pairs) != 1 else ''} ready.")
+        params = sm.PointingParams(handle.key, tuple(methods), source, pairs=tuple(p.digest for p in pairs))
+        n_maps = len(pairs)
+    st.caption(f"Cost: {n_maps} target{'s' if n_maps != 1 else ''} × one shared pass for the {len(methods)} "
+               f"methods (a forward and a backward each), plus a forward per image for its top-1 class with "
+               f"your masks. Tolerance {tolerance} px at {handle.input_size} px.")
     state = task_state("app_pg")
     if run_controls("app_pg", "Play the pointing game"):
-        def work(progress, cancel):
-            scenes = generate_scenes(count, seed=2026, size=handle.input_size, objects=objects)
-            return pointing_game_table(handle, methods, scenes, tolerance=tolerance, progress=progress, cancel=cancel)
+        if source != PG_SOURCES[0] and not pairs:
+            st.error("No image + mask pairs yet.", icon=":material/error:")
+        else:
+            def work(progress, cancel):
+                if source == PG_SOURCES[0]:
+                    scenes = generate_scenes(params.count, seed=2026, size=handle.input_size, objects=params.objects)
+                    return pointing_game_table(handle, methods, scenes, tolerance=tolerance, progress=progress,
+                                               cancel=cancel)
+                return sm.pointing_on_pairs(handle, methods, pairs, tolerance=tolerance, progress=progress,
+                                            cancel=cancel)
 
-        state = run_task("app_pg", params, work)
+            state = run_task("app_pg", params, work)
     show_status(state, "Pointing game")
     if state.status == "done" and state.result:
         rows = sorted(state.result, key=lambda r: -r.pointing)
         chart(plots.bar_chart([METHODS[r.method].display_name for r in rows], [r.pointing for r in rows],
                               title=f"Pointing accuracy on {rows[0].n} objects", xlabel="hits", fmt=".0%",
                               height=60 + 34 * len(rows)), key="app_pg_bar")
-        st.dataframe([{"method": METHODS[r.method].display_name, "pointing": f"{r.pointing:.0%}",
-                       "energy in object mask": f"{r.energy:.0%}",
-                       "own object > other object": "—" if r.energy_wins != r.energy_wins else f"{r.energy_wins:.0%}",
-                       "class-discriminative": "yes" if r.class_discriminative else "no"} for r in rows],
+        table = sm.leaderboard_rows(rows)
+        st.dataframe([{**r, "pointing": f"{r['pointing']:.0%}", "energy in object mask": f"{r['energy in object mask']:.0%}",
+                       "own object > other object": "—" if r["own object > other object"] is None
+                       else f"{r['own object > other object']:.0%}"} for r in table],
                      hide_index=True, width="stretch")
+        run = state.params
+        export_buttons("app_pg", "pointing-leaderboard", csv=lambda: csv_bytes(table), what="Leaderboard",
+                       json=lambda: json_bytes({"model": handle.name, "source": getattr(run, "source", None),
+                                                "tolerance_px": tolerance, "rows": table}))
         if state.params != params:
             st.caption("Settings changed since this run: press the button to update.")
-

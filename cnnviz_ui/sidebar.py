@@ -21,6 +21,7 @@ from cnnviz_core import (
 from .errors import error_message, show_error
 from .image_set import IMAGE_TYPES, limits_text, read_image_set
 from .progress import get_job_pool, progress_callback
+from .share import seed_from_url, write_sidebar
 from .state import (
     DEFAULT_MODEL, DEFAULT_SAMPLE, Selection, cached_sample, dev_random, get_engine, persist, restore_choices,
     selection, set_selection,
@@ -219,7 +220,11 @@ def _server_details(own: Optional[ModelHandle]) -> None:
 
 
 def render_sidebar() -> Selection:
-    """Draw the sidebar and store/return the :class:`Selection` the pages use."""
+    """Draw the sidebar and store/return the :class:`Selection` the pages use.
+
+    At a session's start the URL's query string seeds the widgets (a shared link); every run writes
+    the sidebar's values back to it (:mod:`cnnviz_ui.share`)."""
+    seed_from_url()
     restore_choices()
     with st.sidebar:
         st.markdown("### :material/neurology: Model")
@@ -240,6 +245,7 @@ def render_sidebar() -> Selection:
         image, label, images = _image_section()
         st.image(image, caption=f"{label} · {image.size[0]}×{image.size[1]}", width="stretch")
         _server_details(handle if mine else None)
+    write_sidebar()
     sel = Selection(name, weights, device, image, label, image_digest(image), handle, model_error, images, mine)
     set_selection(sel)
     return sel

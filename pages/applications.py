@@ -15,10 +15,10 @@ from cnnviz_ui.compute import explain_image, model_view, predict_image
 from cnnviz_ui.compute import scene as make_scene
 from cnnviz_ui.metrics_view import pointing_game_section, sanity_check_section
 from cnnviz_ui.set_audit_view import audit_uploaded_set
-from cnnviz_ui.state import load_available
+from cnnviz_ui import services as svc
+from cnnviz_ui.widgets import export_buttons, grid_png_bytes, keep_in
 
 page_header(
-    "Applications", ":material/build:",
     "What explanations are good for: catching a model that learned a shortcut, checking that an explanation "
     "depends on the model at all, and scoring localisation against ground truth.",
 )
@@ -40,7 +40,7 @@ tag = c3.radio("Corner tag", ["shuffle", "match", "none"], horizontal=True, key=
 
 
 with guard("Shortcut comparison"):
-    handles = {name: load_available(name) for name in ("shapes-cnn", "shapes-cnn-biased")}
+    handles = {name: svc.fixed_model(name, sel.device) for name in ("shapes-cnn", "shapes-cnn-biased")}
     panels: list = []
     for i in range(count):
         scene, image, digest = make_scene(seed, i, tag)
@@ -53,6 +53,9 @@ with guard("Shortcut comparison"):
             panels.append((f"{name}<br>{plots.subtitle(f'predicts {top[1]} ({top[2]:.0%})')}",
                            plots.overlay(scene.image, result.scaled, "Jet", 0.5), result.scaled))
     chart(plots.image_grid(panels, cols=3, height_per_row=240), key="app_shortcut")
+    export_buttons("app_shortcut", "shortcut-gradcam",
+                   png=lambda: grid_png_bytes({f"{i}: {t.split('<br>')[0]}": img for i, (t, img, _) in enumerate(panels)},
+                                              cols=3))
     labels = {h.weights_label for h in handles.values()}
     if any("random" in lab for lab in labels):
         st.warning("The bundled weights are not available here, so both models run with random weights "
@@ -71,26 +74,29 @@ st.markdown(
 sanity_check_section(sel)
 
 # ---- 3. pointing game -----------------------------------------------------------------------------
-st.subheader("Pointing game on generated scenes")
+st.subheader("Pointing game: generated scenes or your own masks")
 st.markdown(
     "Zhang et al. (*Top-down Neural Attention by Excitation Backprop*, ECCV 2016): a hit when the map's maximum "
-    "falls on the object (within 15 px at 224 px resolution, as in TorchRay, scaled to the scene size). Our scenes come with exact masks, so every method can be "
-    "scored without human labels."
+    "falls on the object (within 15 px at 224 px resolution, as in TorchRay, scaled to the input size). Our scenes "
+    "come with exact masks, so every method can be scored without human labels; for any other model (ImageNet, "
+    "yours) bring image + mask pairs, uploaded or in a folder on the server."
 )
-pointing_game_section()
+pointing_game_section(sel)
 
 # ---- 4. two models side by side -------------------------------------------------------------------
 st.subheader("Two models, one image")
 names = [e.name for e in entries()]
 m1, m2, m3 = st.columns(3)
-model_a = m1.selectbox("Model A", names, index=names.index("shapes-cnn"), key="app_model_a")
-model_b = m2.selectbox("Model B", names, index=names.index("shapes-cnn-biased"), key="app_model_b")
+keep_in("app_model_a", names, "shapes-cnn")
+keep_in("app_model_b", names, "shapes-cnn-biased")
+model_a = m1.selectbox("Model A", names, key="app_model_a")
+model_b = m2.selectbox("Model B", names, key="app_model_b")
 method = m3.selectbox("Method", [k for k in CAM_METHODS], format_func=lambda k: METHODS[k].display_name,
                       index=list(CAM_METHODS).index("gradcam"), key="app_method")
 cols = st.columns(2)
 for i, (col, name) in enumerate(zip(cols, (model_a, model_b))):
     with col, guard(name):
-        handle = load_available(name)
+        handle = svc.fixed_model(name, sel.device)
         view = model_view(handle, sel)
         result = explain_image(handle, sel.image, [method], None, handle.default_layer)[method]
         if result.error:

@@ -3,66 +3,37 @@ from __future__ import annotations
 
 import html
 
-import numpy as np
 import streamlit as st
 
-from cnnviz_core import get_entry, load_model, plots
-from cnnviz_core.featureviz.compare import DEFAULT_MODELS, architecture_comparison
-from cnnviz_core.featureviz.filters import kernel_montage
-from cnnviz_ui import cached, chart, guard, page_header, page_selection
+from cnnviz_core import plots
+from cnnviz_ui import chart, guard, page_header, page_selection
+from cnnviz_ui import services as svc
+from cnnviz_ui.widgets import export_buttons, grid_png_bytes, table_download
 
 KERNEL_MODELS = ("alexnet", "zfnet", "vgg16", "resnet18")
 
 page_header(
-    "Architecture evolution", ":material/timeline:",
     "From AlexNet (2012) to VGG (2014), ImageNet winners got deeper and their first layers finer; ResNet "
     "(2015) is shown for context. Facts below are computed from the architectures themselves "
     "(depth, parameters, multiply-adds) and from torchvision's weights metadata (ImageNet accuracy, GFLOPS) "
     "— nothing needs a download.",
 )
-if page_selection().user_model:  # draws the shared sidebar; this page compares fixed architectures
+sel = page_selection()  # draws the shared sidebar; this page compares fixed architectures
+if sel.user_model:
     st.caption("This page compares the classic architectures; your model is not among them (the other pages use it).")
-
-
-@st.cache_data(show_spinner="Tracing the architectures…")
-def comparison() -> list[dict]:
-    return architecture_comparison(DEFAULT_MODELS)
-
-
-def conv1_kernels(name: str) -> tuple[np.ndarray, str, str]:
-    """(montage uint8, layer path, weights label) of ``name``'s first convolution."""
-    weights = get_entry(name).available_weights()
-    trained = weights is not None
-
-    def compute() -> tuple[np.ndarray, str, str]:
-        # Loaded outside the engine's model cache: only conv1 is needed, once (the montage is cached).
-        handle = load_model(name, weights, device="cpu")
-        layer = handle.conv_layers[0]
-        k = int(handle.module(layer).kernel_size[0])
-        image = kernel_montage(handle, layer, view="rgb", max_filters=64, upscale=max(1, 33 // k), pad=2)
-        return image, layer, handle.weights_label
-
-    return cached(("conv1-montage", name, trained), compute)
-
 
 rows: list[dict] = []
 with guard("Architecture comparison"):
-    rows = comparison()
+    rows = svc.comparison_rows()
 
 if rows:
     st.subheader("Side by side")
-    st.dataframe(
-        [{
-            "model": r["name"], "year": r["year"], "weight layers": r["depth"], "parameters (M)": round(r["params"] / 1e6, 1),
-            "GFLOPS": round(r["gflops"], 2), "ImageNet top-1 %": None if r["acc1"] is None else round(r["acc1"], 1),
-            "top-5 %": None if r["acc5"] is None else round(r["acc5"], 1),
-            "conv1": f"{r['conv1_kernel']}×{r['conv1_kernel']} / stride {r['conv1_stride']}",
-        } for r in rows],
-        hide_index=True, width="stretch",
-    )
+    table = svc.architecture_table(rows)
+    st.dataframe(table, hide_index=True, width="stretch")
     st.caption("Accuracy: single-crop ImageNet-1k validation from torchvision's weights metadata; ZFNet from the "
                "paper (Zeiler & Fergus 2014, Table 2) since it has no published weights. GFLOPS count one "
                "multiply-add as one operation.")
+    table_download(table, key="arch_table", stem="architectures")
 
     points = [dict(r, params_m=r["params"] / 1e6) for r in rows]
     c1, c2 = st.columns(2)
@@ -87,12 +58,17 @@ if rows:
 st.subheader("First-layer kernels")
 cols = st.columns(len(KERNEL_MODELS))
 labels = []
+montages = {}
 for col, name in zip(cols, KERNEL_MODELS):
     with col, guard(name):
-        image, layer, label = conv1_kernels(name)
-        labels.append(label)
-        chart(plots.image_figure(image, title=f"{name} · {layer}", height=300), key=f"arch_k_{name}")
-        st.caption(label)
+        first = svc.first_layer_kernels(name, sel.device)
+        labels.append(first.weights_label)
+        montages[f"{name} {first.layer}"] = first.image
+        chart(plots.image_figure(first.image, title=f"{name} · {first.layer}", height=300), key=f"arch_k_{name}")
+        st.caption(first.weights_label)
+if montages:
+    export_buttons("arch_kernels", "first-layer-kernels", png_label="Kernels (PNG)",
+                   png=lambda: grid_png_bytes(montages, cols=len(montages)))
 if any("random" in lab for lab in labels):
     st.warning(
         "Kernels marked *random init* are untrained (ImageNet weights are not in the local cache and this "

@@ -8,7 +8,8 @@ from cnnviz_core import plots
 from cnnviz_ui import chart, guard, page_header, page_selection, require_model
 from cnnviz_ui.compute import explain_results, model_view
 from cnnviz_ui import services_units as units
-from cnnviz_ui.widgets import method_caption, target_picker
+from cnnviz_ui.widgets import (export_buttons, grid_png_bytes, json_bytes, keep_in, method_caption, npz_bytes,
+                               reset_on_model_change, target_picker)
 
 METHODS = ("saliency", "deconvnet", "guided_backprop")
 #: What differs between the three: how each ReLU treats the signal flowing backwards.
@@ -20,13 +21,15 @@ RULES = {
 }
 
 page_header(
-    "Backprop to image", ":material/gradient:",
     "Which pixels would change the class score most? All three methods back-propagate the score of a class "
     "to the input pixels; they differ only in what each ReLU lets through on the way back. Explain a channel "
     "or one neuron instead to project a unit back to the image, as Zeiler & Fergus did.",
 )
 sel = page_selection()
 handle = require_model(sel)
+# Layer, channel, cell and class pickers start again when the sidebar's model changes.
+reset_on_model_change(handle, "bp_unit_layer", "bp_unit_channel", "bp_unit_y", "bp_unit_x", "bp_unit_cell",
+                      "bp_layer", "bp_target")
 
 kind = st.radio("Explain", units.KINDS, horizontal=True, key="bp_kind",
                 help="Class: its logit. Channel: the sum (or maximum) of one feature map. Neuron: one activation.")
@@ -87,7 +90,8 @@ methods = list(METHODS) + (["guided_gradcam"] if extra else [])
 layer = None
 if extra:
     layers = handle.cam_layers
-    layer = st.selectbox("Grad-CAM layer", layers, index=layers.index(handle.default_layer), key="bp_layer")
+    keep_in("bp_layer", layers, handle.default_layer)
+    layer = st.selectbox("Grad-CAM layer", layers, key="bp_layer")
 
 with guard("Backprop"):
     results = explain_results(handle, sel, methods, target, layer)
@@ -127,4 +131,12 @@ with guard("Backprop"):
             crops[0].image(units.enlarge(units.crop(view, box)), caption="image patch")
             for col, (k, panel) in zip(crops[1:], panels.items()):
                 col.image(units.enlarge(units.crop(panel, box)), caption=REGISTRY[k].display_name)
+        named = {"Input": view, **{REGISTRY[k].display_name: panel for k, panel in panels.items()}}
+        export_buttons(
+            "bp", "backprop-maps", png=lambda: grid_png_bytes(named, cols=len(named)),
+            npz=lambda: npz_bytes({"image": view, **{k: r.raw for k, r in usable.items()}}),
+            json=lambda: json_bytes({"model": handle.name, "target": str(first.target),
+                                     "target_name": first.info.get("target_name"), "layer": layer,
+                                     "receptive_field": box, "maps": {k: r.raw for k, r in usable.items()}}))
+        st.caption("PNG: the panels as shown; NumPy / JSON: the raw gradients (3 × H × W, w.r.t. the normalized input).")
     st.markdown(method_caption(methods))

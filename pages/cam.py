@@ -1,9 +1,11 @@
-"""CAM & Grad-CAM: any set of attribution methods side by side, per class and per layer."""
+"""CAM & Grad-CAM: any set of attribution methods side by side, per class and per layer; a share link and
+a one-file HTML report of the comparison."""
 from __future__ import annotations
 
 import html
 import io
 import json
+from typing import Optional
 
 import numpy as np
 import streamlit as st
@@ -12,16 +14,19 @@ from cnnviz_core import plots
 from cnnviz_core.attribution import METHODS
 from cnnviz_ui import chart, download_buttons, guard, page_header, page_selection, require_model, run_controls, \
     run_task, show_status, task_state
-from cnnviz_ui.compute import explain_image, explain_results, model_view, model_view_image, predict, predict_image
+from cnnviz_ui.compute import explain_image, explain_results, feature_maps, layer_table, model_view, model_view_image, predict, \
+    predict_image
 from cnnviz_ui.metrics_view import auc_controls, auc_curves, auc_subtitles
+from cnnviz_ui.report import cam_report
+from cnnviz_ui.share import share_box, share_link, upload_note, write_page
+from cnnviz_ui.state import session_owner
 from cnnviz_ui.user_model import HOOK_FREE_METHODS
-from cnnviz_ui.widgets import method_caption, target_picker
+from cnnviz_ui.widgets import TOP, method_caption, target_picker
 
 DEFAULT_METHODS = ["cam", "gradcam", "gradcam++", "layercam", "eigencam", "guided_gradcam"]
 SLOW = tuple(k for k, m in METHODS.items() if m.long_running)
 
 page_header(
-    "CAM & Grad-CAM", ":material/local_fire_department:",
     "Class activation maps weight the feature maps of a convolution layer to show **where** the network found "
     "evidence for a class. Pick any methods, a layer and a class; hover a map to read its values.",
 )
@@ -33,14 +38,44 @@ offered = list(METHODS) if hookable else [m for m in METHODS if m in HOOK_FREE_M
 if not hookable:
     st.info(f"{handle.spec.display_name} is TorchScript, which cannot be hooked: only the methods that need no layer "
             f"are offered ({', '.join(METHODS[m].display_name for m in offered)}).", icon=":material/info:")
-if any(m not in offered for m in st.session_state.get("cam_methods", [])):
-    st.session_state["cam_methods"] = [m for m in st.session_state["cam_methods"] if m in offered]
+
+# Widgets whose options depend on the model start over when the model changes: assigning their state
+# here (before they are drawn) also tells the browser, so no label of the previous model's classes
+# or layers is left on screen.
+if st.session_state.get("_cam_model") not in (None, handle.identity):
+    st.session_state["cam_target"] = TOP
+    st.session_state["cam_layer"] = handle.default_layer
+    for stale in ("cam_layers", "cam_cls_method", "cam_layer_method", "cam_set_images", "cam_sc_channels",
+                  "cam_occ_patch", "cam_occ_stride"):
+        st.session_state.pop(stale, None)
+st.session_state["_cam_model"] = handle.identity
+
+
+def _clamp(key: str, lo: float, hi: float, default: float) -> None:
+    """Start ``key`` at ``default``; a value from a link or another model is brought into ``[lo, hi]``."""
+    value = st.session_state.get(key, default)
+    try:
+        value = type(default)(value)
+    except (TypeError, ValueError):
+        value = default
+    st.session_state[key] = min(max(value, type(default)(lo)), type(default)(hi))
+
+
+def _choice(key: str, options, default) -> None:
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = default
+
+
 defaults = [m for m in DEFAULT_METHODS if m in offered] or offered[:2]
+st.session_state.setdefault("cam_methods", defaults)
+if any(m not in offered for m in st.session_state["cam_methods"]):
+    st.session_state["cam_methods"] = [m for m in st.session_state["cam_methods"] if m in offered]
 
 c1, c2, c3 = st.columns([2.2, 1, 1.2])
-methods = c1.multiselect("Methods", offered, default=defaults, key="cam_methods",
+methods = c1.multiselect("Methods", offered, key="cam_methods",
                          format_func=lambda k: METHODS[k].display_name + (" ⏱" if k in SLOW else ""),
-                         help="⏱ = needs many forward passes: computed when you press *Compute slow methods*.")
+                         help="⏱ = many forward passes: computed when you press *Compute slow methods* "
+                              "(their parameters and cost are under *Slow methods*).")
 layer = None
 if layers:
     if st.session_state.get("cam_layer") not in layers:
@@ -49,28 +84,95 @@ if layers:
 with c3:
     target = target_picker(handle, sel, key="cam_target")
 
-d1, d2, d3, d4 = st.columns(4)
-colormap = d1.selectbox("Colormap", plots.COLORMAPS, key="cam_cmap")
-opacity = d2.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="cam_opacity")
-shared = d3.toggle("One colour scale for the grid", value=False, key="cam_shared",
-                   help="On: raw values on one scale (compare magnitudes). Off: each map scaled to its own range.")
-ncols = d4.slider("Columns", 2, 6, 4, key="cam_cols")
 
-slow_params: dict = {}
+def layer_channels(path: Optional[str]) -> Optional[int]:
+    """Channels of ``path``'s output (from the layer table, else its activation), or None."""
+    if not path:
+        return None
+    for row in layer_table(handle):
+        if row["path"] == path and row.get("output_shape"):
+            return int(row["output_shape"][0])
+    try:  # a container module (e.g. a fusion block): one cached forward tells
+        return int(feature_maps(handle, sel, [path])[path].shape[0])
+    except Exception:  # noqa: BLE001 - only the cost caption needs it
+        return None
+
+
+def occlusion_windows(size: int, patch: int, stride: int) -> int:
+    """How many occluded images the occlusion map takes (the engine's window placement)."""
+    starts = list(range(0, size - patch + 1, stride))
+    if starts and starts[-1] != size - patch:
+        starts.append(size - patch)
+    return len(starts) ** 2
+
+
+options: dict = {}  # typed parameters of the slow methods, by method key
+costs: dict[str, str] = {}  # each chosen slow method's cost in passes, for the captions and the report
 chosen_slow = [m for m in methods if m in SLOW]
 if chosen_slow:
-    with st.expander("Parameters of the slow methods", expanded=False):
+    channels = layer_channels(layer)
+    size = handle.input_size
+    with st.expander("Slow methods: parameters and cost", expanded=True, icon=":material/timer:"):
+        st.caption("Cost in passes of the model at batch 1 (a forward, or a forward + backward); the engine "
+                   "batches them, 16 at a time.")
         if "scorecam" in chosen_slow:
-            slow_params["channels"] = st.slider("Score-CAM: channels used (highest mean activation)", 8, 256, 64,
-                                                step=8, key="cam_sc_channels")
+            exact_label = f"All {channels} channels (exact)" if channels else "All channels (exact)"
+            _choice("cam_sc_mode", ("topk", "exact"), "topk")
+            mode = st.radio("Score-CAM channels", ["topk", "exact"], key="cam_sc_mode", horizontal=True,
+                            format_func=lambda v: exact_label if v == "exact" else "Top-k by mean activation "
+                                                                                    "(approximation)")
+            k = None
+            if mode == "topk" and (channels is None or channels > 8):
+                top = channels or 512
+                _clamp("cam_sc_channels", 8, top, min(64, top))
+                k = st.slider("Score-CAM: channels used (highest mean activation)", 8, top, step=8,
+                              key="cam_sc_channels")
+            options["scorecam"] = METHODS["scorecam"].params_type(channels=k)
+            n = k or channels
+            costs["scorecam"] = (f"{METHODS['scorecam'].cost}: {n} masked forwards" if n
+                                 else METHODS["scorecam"].cost) + ("" if k is None else f" (top {k} of "
+                                                                   f"{channels or 'C'} channels)")
+            st.caption(f"Score-CAM cost — {costs['scorecam']}.")
+        if "ablationcam" in chosen_slow:
+            costs["ablationcam"] = METHODS["ablationcam"].cost + (f": {channels} forwards of the network's tail"
+                                                                   if channels else "")
+            st.caption(f"Ablation-CAM cost — {costs['ablationcam']} (no parameters).")
         if "smoothgrad" in chosen_slow:
-            slow_params["samples"] = st.slider("SmoothGrad: noisy samples", 5, 50, 20, key="cam_sg_samples")
+            s1, s2 = st.columns(2)
+            _clamp("cam_sg_samples", 5, 100, 20)
+            _clamp("cam_sg_noise", 0.0, 0.5, 0.15)
+            samples = s1.slider("SmoothGrad: noisy samples", 5, 100, key="cam_sg_samples")
+            noise = s2.slider("SmoothGrad: noise (std as a fraction of the input range)", 0.0, 0.5, step=0.01,
+                              key="cam_sg_noise")
+            options["smoothgrad"] = METHODS["smoothgrad"].params_type(samples=samples, noise=noise)
+            costs["smoothgrad"] = f"{METHODS['smoothgrad'].cost}: {samples} forward + backward passes"
+            st.caption(f"SmoothGrad cost — {costs['smoothgrad']}.")
         if "integrated_gradients" in chosen_slow:
-            slow_params["steps"] = st.slider("Integrated Gradients: steps", 8, 64, 32, step=8, key="cam_ig_steps")
+            i1, i2 = st.columns(2)
+            _clamp("cam_ig_steps", 8, 128, 32)
+            _choice("cam_ig_baseline", ("black", "zero"), "black")
+            steps = i1.slider("Integrated Gradients: steps", 8, 128, step=8, key="cam_ig_steps")
+            baseline = i2.radio("Integrated Gradients: baseline", ["black", "zero"], key="cam_ig_baseline",
+                                horizontal=True, format_func=lambda b: {"black": "black image",
+                                                                        "zero": "zero (the mean colour)"}[b])
+            options["integrated_gradients"] = METHODS["integrated_gradients"].params_type(steps=steps,
+                                                                                         baseline=baseline)
+            costs["integrated_gradients"] = f"{METHODS['integrated_gradients'].cost}: {steps} forward + backward passes"
+            st.caption(f"Integrated Gradients cost — {costs['integrated_gradients']}.")
+        if "occlusion" in chosen_slow:
+            o1, o2 = st.columns(2)
+            auto_patch = max(2, round(size / 7))
+            _clamp("cam_occ_patch", 2, size // 2, auto_patch)
+            patch = o1.slider("Occlusion: patch (px)", 2, size // 2, key="cam_occ_patch")
+            _clamp("cam_occ_stride", 1, size // 2, max(1, patch // 2))
+            stride = o2.slider("Occlusion: stride (px)", 1, size // 2, key="cam_occ_stride")
+            options["occlusion"] = METHODS["occlusion"].params_type(patch=patch, stride=stride)
+            costs["occlusion"] = (f"{METHODS['occlusion'].cost}: {occlusion_windows(size, patch, stride)} occluded "
+                                  f"forwards at {size} px")
+            st.caption(f"Occlusion cost — {costs['occlusion']}.")
 
-view = model_view(handle, sel)
 fast = [m for m in methods if m not in SLOW]
-slow_key = (handle.key, sel.digest, layer, target, tuple(chosen_slow), tuple(sorted(slow_params.items())))
+slow_key = (handle.key, sel.digest, layer, target, tuple(chosen_slow), tuple(sorted(options.items())))
 slow_state = task_state("cam_slow")
 results: dict = {}
 with guard("Attribution"):
@@ -79,7 +181,7 @@ with guard("Attribution"):
     if chosen_slow:
         if run_controls("cam_slow", f"Compute slow methods ({', '.join(METHODS[m].display_name for m in chosen_slow)})"):
             slow_state = run_task("cam_slow", slow_key, lambda progress, cancel: explain_results(
-                handle, sel, chosen_slow, target, layer, progress=progress, cancel=cancel, **slow_params))
+                handle, sel, chosen_slow, target, layer, progress=progress, cancel=cancel, options=options))
         show_status(slow_state, "Slow methods")
         if slow_state.status == "done" and slow_state.params == slow_key:
             results.update(slow_state.result)
@@ -99,64 +201,132 @@ for k, r in results.items():
 
 VIEWS = ["Methods side by side", "Per class", "Per layer", "Images × methods"]
 shown_views = VIEWS[:2] + ([VIEWS[2]] if layers else []) + ([VIEWS[3]] if len(sel.images) > 1 else [])
-if st.session_state.get("cam_view") not in shown_views:
-    st.session_state["cam_view"] = VIEWS[0]
-compare = st.segmented_control("Compare", shown_views, key="cam_view",
-                               help="Images × methods appears when the sidebar holds several uploaded images.") \
-    or VIEWS[0]
-if compare == VIEWS[0]:
+
+
+@st.cache_resource(show_spinner=False, max_entries=48)
+def _grid_figure(_view: np.ndarray, _maps: dict, key: tuple, colormap: str, opacity: float, shared: bool,
+                 cols: int, subtitles: tuple):
+    """The overlay grid, built once per (maps, display settings) and shared as the same object (a
+    ``go.Figure`` goes to the browser without a second validation; nobody mutates it). ``key`` names
+    the maps: model, image, methods, layer, target, parameters, and the session for uploads."""
+    return plots.overlay_grid(_view, _maps, colormap=colormap, opacity=opacity, shared_scale=shared, cols=cols,
+                              subtitles=dict(subtitles))
+
+
+@st.fragment
+def comparison() -> None:
+    """Display settings, the grid and its downloads, the share link: changing a display setting reruns
+    only this part (no sidebar, no engine call)."""
+    view = model_view(handle, sel)
+    _choice("cam_cmap", plots.COLORMAPS, plots.COLORMAPS[0])
+    _clamp("cam_opacity", 0.0, 1.0, 0.5)
+    st.session_state.setdefault("cam_shared", False)
+    _clamp("cam_cols", 2, 6, 4)
+    d1, d2, d3, d4 = st.columns(4)
+    colormap = d1.selectbox("Colormap", plots.COLORMAPS, key="cam_cmap")
+    opacity = d2.slider("Opacity", 0.0, 1.0, step=0.05, key="cam_opacity")
+    shared = d3.toggle("One colour scale for the grid", key="cam_shared",
+                       help="On: raw values on one scale (compare magnitudes). Off: each map scaled to its own range.")
+    ncols = d4.slider("Columns", 2, 6, key="cam_cols")
+
+    _choice("cam_view", shown_views, VIEWS[0])
+    compare = st.segmented_control("Compare", shown_views, key="cam_view",
+                                   help="Images × methods appears when the sidebar holds several uploaded images.") \
+        or VIEWS[0]
+    if compare == VIEWS[0]:
+        side_by_side(view, colormap, opacity, shared, ncols)
+    elif compare == VIEWS[1]:
+        per_class(view, colormap, opacity, shared)
+    elif compare == VIEWS[3]:
+        images_by_methods(colormap, opacity)
+    else:
+        per_layer(view, colormap, opacity, shared)
+
+    write_page("cam")
+    s1, s2 = st.columns([1, 4], vertical_alignment="center")
+    with s1:
+        share_box(sel)
+    note = upload_note(sel)
+    if note:
+        s2.caption(note)
+
+
+def _method_params(key: str) -> dict:
+    given = options.get(key)
+    return given.as_dict() if given is not None else dict(METHODS[key].params)
+
+
+def side_by_side(view: np.ndarray, colormap: str, opacity: float, shared: bool, ncols: int) -> None:
     if not ok:
         st.info("Choose at least one method that applies to this model.")
-    else:
-        first = next(iter(ok.values()))
-        st.markdown(f"Explaining **{first.info.get('target_name', first.target)}**"
-                    + (f" at layer `{layer}`." if layer else " (input-gradient methods, no layer)."))
-        maps = {METHODS[k].display_name: display_map(r) for k, r in ok.items()}
-        curves = auc_controls(handle, sel, ok, layer)
-        aucs = auc_subtitles(curves)
-        subtitles = {METHODS[k].display_name: aucs[k] for k in ok if k in aucs}
-        chart(plots.overlay_grid(view, maps, colormap=colormap, opacity=opacity, shared_scale=shared, cols=ncols,
-                                 subtitles=subtitles), key="cam_grid")
-        panels = {name: plots.overlay(view, m, colormap, opacity) for name, m in maps.items()}
+        if methods:
+            st.markdown(method_caption(methods))
+        return
+    first = next(iter(ok.values()))
+    st.markdown(f"Explaining **{first.info.get('target_name', first.target)}**"
+                + (f" at layer `{layer}`." if layer else " (input-gradient methods, no layer)."))
+    maps = {METHODS[k].display_name: display_map(r) for k, r in ok.items()}
+    curves = auc_controls(handle, sel, ok, layer)
+    aucs = auc_subtitles(curves)
+    subtitles = tuple((METHODS[k].display_name, aucs[k]) for k in ok if k in aucs)
+    key = (handle.key, sel.digest, layer, first.target, tuple(ok), tuple(sorted(options.items())),
+           session_owner() if sel.images or sel.user_model else None)
+    chart(_grid_figure(view, maps, key, colormap, opacity, shared, ncols, subtitles), key="cam_grid")
 
-        def npz() -> bytes:
-            buf = io.BytesIO()
-            np.savez_compressed(buf, image=view, **{k: r.raw for k, r in ok.items()})
-            return buf.getvalue()
+    def panels() -> dict:
+        return {name: plots.overlay(view, m, colormap, opacity) for name, m in maps.items()}
 
-        def as_json() -> bytes:
-            return json.dumps({"model": handle.name, "layer": layer, "target": first.target,
-                               "target_name": first.info.get("target_name"),
-                               "maps": {k: np.round(r.raw.astype(float), 5).tolist() for k, r in ok.items()}}).encode()
+    def npz() -> bytes:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, image=view, **{k: r.raw for k, r in ok.items()})
+        return buf.getvalue()
 
-        auc_curves(curves)
-        download_buttons([
-            ("Grid (PNG)", lambda: plots.grid_png(panels, cols=ncols), "cnnviz-cam-grid.png", "image/png"),
-            ("Maps (NumPy .npz)", npz, "cnnviz-cam-maps.npz", "application/octet-stream"),
-            ("Maps (JSON)", as_json, "cnnviz-cam-maps.json", "application/json"),
-        ], key="cam")
-    if methods:
-        st.markdown(method_caption(methods))
+    def as_json() -> bytes:
+        return json.dumps({"model": handle.name, "layer": layer, "target": first.target,
+                           "target_name": first.info.get("target_name"),
+                           "maps": {k: np.round(r.raw.astype(float), 5).tolist() for k, r in ok.items()}}).encode()
 
-elif compare == VIEWS[1]:
+    link = share_link()
+    preds = predict(handle, sel, topk=min(5, handle.num_classes))
+
+    def report() -> str:
+        return cam_report(handle, sel, view, ok, display_map, params={k: _method_params(k) for k in ok},
+                          costs={k: costs.get(k, METHODS[k].cost) for k in ok}, curves=curves, layer=layer,
+                          predictions=preds, colormap=colormap, opacity=opacity, shared_scale=shared, link=link)
+
+    auc_curves(curves)
+    download_buttons([
+        ("Report (HTML)", report, "cnnviz-cam-report.html", "text/html"),
+        ("Grid (PNG)", lambda: plots.grid_png(panels(), cols=ncols), "cnnviz-cam-grid.png", "image/png"),
+        ("Maps (NumPy .npz)", npz, "cnnviz-cam-maps.npz", "application/octet-stream"),
+        ("Maps (JSON)", as_json, "cnnviz-cam-maps.json", "application/json"),
+    ], key="cam")
+    st.caption("The report is one HTML file that opens offline: the maps with their methods, parameters and "
+               "metrics, the prediction, and the model's and image's hashes.")
+    st.markdown(method_caption(methods))
+
+
+def per_class(view: np.ndarray, colormap: str, opacity: float, shared: bool) -> None:
     usable = [m for m in ok] or ["gradcam"]
+    _choice("cam_cls_method", usable, usable[0])
     k1, k2 = st.columns([2, 1])
     m_cls = k1.selectbox("Method", usable, format_func=lambda k: METHODS[k].display_name, key="cam_cls_method")
     k = k2.slider("Top-k classes", 2, min(6, handle.num_classes), min(4, handle.num_classes), key="cam_cls_k")
     with guard("Per-class comparison"):
         preds = predict(handle, sel, topk=k)
-        per_class = {}
+        per_cls = {}
         for idx, name, prob in preds:
             r = explain_results(handle, sel, [m_cls], idx, layer)[m_cls]
             if r.error is None:
-                per_class[f"{name} ({prob:.0%})"] = display_map(r)
-        if per_class:
-            chart(plots.overlay_grid(view, per_class, colormap=colormap, opacity=opacity, shared_scale=shared,
+                per_cls[f"{name} ({prob:.0%})"] = display_map(r)
+        if per_cls:
+            chart(plots.overlay_grid(view, per_cls, colormap=colormap, opacity=opacity, shared_scale=shared,
                                      cols=k), key="cam_classes")
             st.caption("A class-discriminative method lights different regions for different classes; "
                        "Eigen-CAM and other class-agnostic maps look the same in every column.")
 
-elif compare == VIEWS[3]:
+
+def images_by_methods(colormap: str, opacity: float) -> None:
     set_labels = [item.label for item in sel.images]
     g1, g2 = st.columns([3, 1])
     rows = g1.multiselect("Images (one row each)", set_labels, default=set_labels[:6], max_selections=12,
@@ -166,49 +336,54 @@ elif compare == VIEWS[3]:
                + ("each image's own top prediction." if target is None else f"{handle.class_name(target)}."))
     if not grid_methods or not rows:
         st.info("Choose at least one fast method above and one image.", icon=":material/info:")
-    else:
-        with guard("Images × methods"):
-            panels, skipped = [], []
-            for item in [i for i in sel.images if i.label in rows]:
-                item_view = model_view_image(handle, item.image, item.digest)
-                top = predict_image(handle, item.image, item.digest, topk=1)[0]
-                item_results = explain_image(handle, item.image, grid_methods, target, layer)
-                for n, m in enumerate(grid_methods):
-                    r = item_results[m]
-                    head = plots.subtitle(f"{METHODS[m].display_name} · {r.info.get('target_name', top[1])}")
-                    title = f"{html.escape(item.label[:40])}<br>{head}" if n == 0 else f"&nbsp;<br>{head}"
-                    if r.error is not None:
-                        skipped.append(f"{item.label}: {METHODS[m].display_name}")
-                        panels.append((title, item_view, None))
-                        continue
-                    heat = display_map(r)
-                    panels.append((title, plots.overlay(item_view, heat, colormap, opacity), heat))
-            chart(plots.image_grid(panels, cols=len(grid_methods), height_per_row=230), key="cam_set_grid")
-            st.caption("Row = image (its first panel names it), column = method, with the class explained under each "
-                       "map; each map is scaled to its own range. Read one method down a column across the set.")
-            if skipped:
-                st.caption("Not applicable (image shown alone): " + "; ".join(skipped[:6]))
+        return
+    with guard("Images × methods"):
+        panels, skipped = [], []
+        for item in [i for i in sel.images if i.label in rows]:
+            item_view = model_view_image(handle, item.image, item.digest)
+            top = predict_image(handle, item.image, item.digest, topk=1)[0]
+            item_results = explain_image(handle, item.image, grid_methods, target, layer)
+            for n, m in enumerate(grid_methods):
+                r = item_results[m]
+                head = plots.subtitle(f"{METHODS[m].display_name} · {r.info.get('target_name', top[1])}")
+                title = f"{html.escape(item.label[:40])}<br>{head}" if n == 0 else f"&nbsp;<br>{head}"
+                if r.error is not None:
+                    skipped.append(f"{item.label}: {METHODS[m].display_name}")
+                    panels.append((title, item_view, None))
+                    continue
+                heat = display_map(r)
+                panels.append((title, plots.overlay(item_view, heat, colormap, opacity), heat))
+        chart(plots.image_grid(panels, cols=len(grid_methods), height_per_row=230), key="cam_set_grid")
+        st.caption("Row = image (its first panel names it), column = method, with the class explained under each "
+                   "map; each map is scaled to its own range. Read one method down a column across the set.")
+        if skipped:
+            st.caption("Not applicable (image shown alone): " + "; ".join(skipped[:6]))
 
-else:
+
+def per_layer(view: np.ndarray, colormap: str, opacity: float, shared: bool) -> None:
     cam_like = [m for m in ok if METHODS[m].uses_layer] or ["gradcam"]
+    _choice("cam_layer_method", cam_like, "gradcam" if "gradcam" in cam_like else cam_like[0])
     l1, l2 = st.columns([1, 2])
-    m_layer = l1.selectbox("Method", cam_like, format_func=lambda k: METHODS[k].display_name, key="cam_layer_method",
-                           index=cam_like.index("gradcam") if "gradcam" in cam_like else 0)
+    m_layer = l1.selectbox("Method", cam_like, format_func=lambda k: METHODS[k].display_name, key="cam_layer_method")
     default_layers = list(dict.fromkeys(handle.conv_layers[-4:-1] + [handle.default_layer]))
-    chosen_layers = l2.multiselect("Layers", layers, default=[x for x in default_layers if x in layers],
-                                   key="cam_layers", max_selections=6)
+    st.session_state.setdefault("cam_layers", [x for x in default_layers if x in layers])
+    st.session_state["cam_layers"] = [x for x in st.session_state["cam_layers"] if x in layers][:6]
+    chosen_layers = l2.multiselect("Layers", layers, key="cam_layers", max_selections=6)
     with guard("Per-layer comparison"):
-        per_layer, skipped = {}, []
+        per_lay, skipped = {}, []
         for path in chosen_layers:
             r = explain_results(handle, sel, [m_layer], target, path)[m_layer]
             if r.error is None:
-                per_layer[path] = display_map(r)
+                per_lay[path] = display_map(r)
             else:
                 skipped.append(f"{path} ({r.error})")
         if skipped:
             st.caption("Not applicable: " + "; ".join(skipped))
-        if per_layer:
-            chart(plots.overlay_grid(view, per_layer, colormap=colormap, opacity=opacity, shared_scale=shared,
-                                     cols=min(6, len(per_layer))), key="cam_layers_grid")
+        if per_lay:
+            chart(plots.overlay_grid(view, per_lay, colormap=colormap, opacity=opacity, shared_scale=shared,
+                                     cols=min(6, len(per_lay))), key="cam_layers_grid")
             st.caption("Earlier layers have finer resolution but less class-specific features; the last "
                        "convolutional layer is the usual compromise (Selvaraju et al. 2017, Sec. 3).")
+
+
+comparison()

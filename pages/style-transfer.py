@@ -1,25 +1,21 @@
 """Style transfer (Gatys et al. 2016): the content of one image in the style of another."""
 from __future__ import annotations
 
-import os
-
-import numpy as np
 import streamlit as st
 
-from cnnviz_core import SAMPLES, CnnvizError, get_entry, load_image, plots
-from cnnviz_core.featureviz import STYLE_LAYERS, style_transfer
-from cnnviz_core.images import image_digest, to_png_bytes
-from cnnviz_ui import chart, download_buttons, error_message, get_engine, page_header, page_selection, run_controls, \
+from cnnviz_core import SAMPLES, CnnvizError, image_digest, load_image, plots
+from cnnviz_core.featureviz import STYLE_LAYERS
+from cnnviz_core.images import to_png_bytes
+from cnnviz_ui import chart, download_buttons, error_message, page_header, page_selection, run_controls, \
     run_task, show_status, task_state
-from cnnviz_ui.sidebar import UPLOAD_TYPES
+from cnnviz_ui import services as svc
+from cnnviz_ui.image_set import IMAGE_TYPES
 from cnnviz_ui.state import cached_sample
 
-MODEL = "vgg19"
 RANDOM, IMAGENET = "Random weights (mechanics demo)", "ImageNet weights"
 CONTENT_LAYERS = ("conv4_2", "conv3_2", "conv5_2")
 
 page_header(
-    "Style transfer", ":material/palette:",
     "Gatys, Ecker & Bethge (*Image Style Transfer Using CNNs*, CVPR 2016) optimise an image so that its deep "
     "VGG-19 features match the **content** photo while the correlations between feature channels (Gram "
     "matrices) of several layers match the **style** image.",
@@ -29,23 +25,23 @@ sel = page_selection()
 if sel.user_model:
     st.info("Style transfer needs VGG-19's convolution layers (conv1_1 … conv5_2), so this page always runs on "
             f"VGG-19, not on {sel.model_name}; the other pages use your model.", icon=":material/info:")
-entry = get_entry(MODEL)
-ready = entry.readiness()
-offline = bool(os.environ.get("CNNVIZ_OFFLINE"))
-if ready.status == "ready":
+network = svc.style_network()
+offline = svc.offline()
+if network.ready:
     options = [IMAGENET, RANDOM]
 elif offline:
     options = [RANDOM]
     st.info(
-        f"VGG-19's ImageNet weights ({ready.download_mb:.0f} MB) are not in the cache and this app is offline. "
-        f"To get real stylisation, {entry.default_source.where()}, and reload. Until then the page runs with "
+        f"VGG-19's ImageNet weights ({network.download_mb:.0f} MB) are not in the cache and this app is offline. "
+        f"To get real stylisation, {network.where}, and reload. Until then the page runs with "
         "random weights: the optimisation works and the losses fall, but the picture is not a painting.",
         icon=":material/info:",
     )
 else:
-    options = [f"{IMAGENET} (download {ready.download_mb:.0f} MB on first run)", RANDOM]
+    options = [f"{IMAGENET} (download {network.download_mb:.0f} MB on first run)", RANDOM]
 weights_choice = st.radio("Network", options, horizontal=True, key="st_weights")
 weights = None if weights_choice == RANDOM else "default"
+st.caption(f"VGG-19 runs on the sidebar's device: **{sel.device}**.")
 
 
 def pick_image(label: str, key: str, default_sample: str, allow_sidebar: bool):
@@ -57,7 +53,7 @@ def pick_image(label: str, key: str, default_sample: str, allow_sidebar: bool):
         names = list(SAMPLES)
         name = st.selectbox(f"{label} sample", names, index=names.index(default_sample), key=f"{key}_sample")
         return cached_sample(name), name
-    upload = st.file_uploader(f"{label} file", type=UPLOAD_TYPES, key=f"{key}_upload")
+    upload = st.file_uploader(f"{label} file", type=IMAGE_TYPES, key=f"{key}_upload")
     if upload is None:
         st.caption(f"No file yet: using the sample {default_sample!r}.")
         return cached_sample(default_sample), default_sample
@@ -84,6 +80,15 @@ with st.expander("Weights, layers and steps", expanded=True):
     l1, l2 = st.columns([2, 1])
     style_layers = l1.multiselect("Style layers", list(STYLE_LAYERS), default=list(STYLE_LAYERS), key="st_layers")
     content_layer = l2.selectbox("Content layer", CONTENT_LAYERS, key="st_content_layer")
+    layer_weights: list[float] = []
+    if style_layers:
+        st.markdown("**Weight of each style layer** (relative; normalised to sum 1). Low layers carry colour and "
+                    "fine texture, high layers larger motifs. Cost: none, every chosen layer is computed anyway; "
+                    "each extra *layer* adds one Gram matrix per step, and a deeper one runs more of VGG-19.")
+        cols = st.columns(len(style_layers))
+        for col, name in zip(cols, style_layers):
+            layer_weights.append(float(col.select_slider(name, [0.0, 0.25, 0.5, 1.0, 2.0, 4.0], value=1.0,
+                                                         key=f"st_lw_{name}")))
     o1, o2, o3, o4 = st.columns(4)
     steps = o1.slider("Steps", 5, 300, 30, step=5, key="st_steps")
     size = o2.select_slider("Output size (px)", [64, 128, 192, 256, 384], value=128, key="st_size")
@@ -92,19 +97,12 @@ with st.expander("Weights, layers and steps", expanded=True):
     init = o4.radio("Start from", ["content", "noise", "style"], horizontal=True, key="st_init")
 
 
+chart(plots.image_grid({f"Content: {content_label}": svc.thumbnail(content, 256),
+                        f"Style: {style_label}": svc.thumbnail(style, 256)}, cols=2, height_per_row=300), key="st_inputs")
 
-def thumbnail(image, side: int) -> np.ndarray:
-    """The image with its longer side ``side`` (what the optimisation works on)."""
-    copy = image.copy()
-    scale = side / max(copy.size)
-    return np.asarray(copy.resize((max(1, round(copy.width * scale)), max(1, round(copy.height * scale)))))
-
-
-chart(plots.image_grid({f"Content: {content_label}": thumbnail(content, 256),
-                        f"Style: {style_label}": thumbnail(style, 256)}, cols=2, height_per_row=300), key="st_inputs")
-
-params = (weights, image_digest(content), image_digest(style), style_exp, tv_weight, preserve, tuple(style_layers),
-          content_layer, steps, size, optimizer, init)
+params = svc.StyleParams(weights, sel.device, image_digest(content), image_digest(style), style_exp, tv_weight,
+                         preserve, tuple(style_layers), tuple(layer_weights), content_layer, steps, size, optimizer,
+                         init)
 
 
 def weighted(losses: dict[str, list[float]], style_exp: int, tv_weight: float) -> dict[str, list[float]]:
@@ -124,24 +122,20 @@ def live(state, slot) -> None:
                 st.plotly_chart(plots.loss_curves(weighted(state.losses, style_exp, tv_weight), title="Losses (live)"), width="stretch")
 
 
-def work(progress, cancel):
-    handle = get_engine().model(MODEL, weights, allow_download=weights is not None and not offline)
-    return style_transfer(handle, content, style, steps=steps, size=size, optimizer=optimizer, init=init,
-                          content_weight=1.0, style_weight=10.0 ** style_exp, tv_weight=tv_weight,
-                          style_layers=style_layers, content_layer=content_layer, preserve_color=preserve,
-                          preview_every=max(1, steps // 10), progress=progress, cancel=cancel)
-
-
 state = task_state("style")
 if run_controls("style", "Transfer style", help="Loads VGG-19 on first use (a few seconds)."):
     if not style_layers:
         st.error("Choose at least one style layer.", icon=":material/error:")
+    elif not any(layer_weights):
+        st.error("Give at least one style layer a weight above 0.", icon=":material/error:")
     else:
-        state = run_task("style", params, work, live=live)
+        state = run_task("style", params, lambda progress, cancel: svc.run_style(content, style, params, progress,
+                                                                                 cancel), live=live)
 show_status(state, "Style transfer")
 
 result = state.result.image if state.status == "done" and state.result is not None else state.preview
-if result is not None:
+run = state.params if isinstance(state.params, svc.StyleParams) else None
+if result is not None and run is not None:
     r1, r2 = st.columns([1, 1.4])
     with r1:
         chart(plots.image_figure(result, title="Result" if state.status == "done" else "Partial result",
@@ -151,12 +145,11 @@ if result is not None:
             raw = {k: [h[k] for h in state.result.history if k in h] for k in ("total", "content", "style", "tv")}
         else:
             raw = state.losses
-        run_style_exp, run_tv = state.params[3], state.params[4]  # the weights of that run
-        history = {k: v for k, v in weighted(raw, run_style_exp, run_tv).items() if max(v) > 0}
+        history = {k: v for k, v in weighted(raw, run.style_exp, run.tv_weight).items() if max(v) > 0}
         if history:
             chart(plots.loss_curves(history, title="Losses per step"), key="st_losses")
     download_buttons([("Download PNG", to_png_bytes(result), "cnnviz-style-transfer.png", "image/png")], key="st")
-    if state.params is not None and state.params[0] is None:
+    if run.weights is None:
         st.caption("Made with random VGG-19 weights: a demonstration of the mechanics, not a stylisation.")
-    if state.params is not None and state.params != params:
+    if run != params:
         st.caption("Settings changed since this run: press **Transfer style** to update.")

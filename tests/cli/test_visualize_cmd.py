@@ -55,7 +55,7 @@ def test_maximize_and_dream_write_images_and_report_progress(tmp_path, photo, ca
     (["dream", "PHOTO", "--model", "shapes-cnn", "--weights", "none", "--layer", "stage3", "--octaves", "9"],
      "1..8"),
     (["dream", "missing.png", "--model", "shapes-cnn", "--weights", "none", "--layer", "stage3"], "missing.png"),
-    (["filters", "--model", "shapes-cnn", "--weights", "none", "--layer", "stage1"], "Conv2d"),
+    (["filters", "--model", "shapes-cnn", "--weights", "none", "--layer", "stage1"], "not a 2-D convolution"),
     (["filters", "--model", "no-such-model", "--layer", "x"], "unknown model"),
     (["style", "PHOTO", "PHOTO", "--weights", "none", "--size", "2048"], "32..1024"),
     (["style", "PHOTO", "PHOTO", "--weights", "none", "--optimizer", "sgd"], "lbfgs"),
@@ -84,3 +84,35 @@ def test_style_random_weights_end_to_end(photo, tmp_path, repo_root):
     assert proc.returncode == 0, proc.stderr
     assert "2/2" in proc.stderr and "style=" in proc.stderr
     assert Image.open(out).size == (40, 40)
+
+
+@pytest.mark.parametrize("command, extra", [
+    ("filters", ["--layer", "stage1.conv1"]),
+    ("maximize", ["--layer", "stage2.conv1", "--channel", "0", "--steps", "1", "--size", "32"]),
+    ("dream", ["PHOTO", "--layer", "stage3", "--octaves", "1", "--steps", "1", "--max-side", "32"]),
+    ("style", ["PHOTO", "PHOTO", "--steps", "1", "--size", "32", "--optimizer", "adam"]),
+])
+def test_every_visualize_command_honours_device(command, extra, photo, tmp_path, capsys, monkeypatch):
+    """`--device cpu` reaches the loader (``style`` loads VGG-19 with it too) and the model runs there;
+    a device this machine lacks is one line and exit 2, before any work."""
+    import cnnviz_core.models as models
+
+    seen = []
+    original = models.load_model
+
+    def spy(name, weights=None, device="auto", **kwargs):
+        seen.append((name, device))
+        return original(name, weights, device, **kwargs)
+
+    monkeypatch.setattr(models, "load_model", spy)
+    model = ["--model", "shapes-cnn"] if command != "style" else []
+    args = [str(photo) if a == "PHOTO" else a for a in extra]
+    out = tmp_path / "o.png"
+    argv = [command, *args, *model, "--weights", "none", "--out", str(out)]
+    assert main([*argv, "--device", "cpu"]) == 0, capsys.readouterr().err
+    assert seen == [("vgg19" if command == "style" else "shapes-cnn", "cpu")]
+    assert Image.open(out).format == "PNG"
+    capsys.readouterr()
+    assert main([*argv, "--device", "no-such-device"]) == 2
+    line = one_line_error(capsys)
+    assert "no-such-device" in line and "not available" in line

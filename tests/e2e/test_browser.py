@@ -1,12 +1,16 @@
 """Real-browser tests: the dashboard served by ``streamlit run`` and driven by Debian's Chromium
-through Playwright. Every page must finish its run without an exception or an error alert and show
-its main Plotly chart; uploads of a good and of a corrupt image; Stop interrupts a long run.
+through Playwright. The first visit after a start shows the frame and a loading state at once and
+never Streamlit's raw ``pages/`` file list; every page (enumerated from ``cnnviz_ui.navigation.PAGES``)
+must finish its run without an exception or an error alert and show its main Plotly chart (the home
+page: a card with a live thumbnail per topic); uploads of a good and of a corrupt image; Stop
+interrupts a long run.
 
 Screenshots go to a temporary folder and are copied to ``artifacts/screenshots/``.
 Under CI (``CI=true``) a missing Chromium fails the tests instead of skipping them.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -20,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from cnnviz_ui.navigation import HOME, PAGES as NAV_PAGES
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,18 +33,33 @@ CHROMIUM = Path(os.environ.get("CNNVIZ_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = REPO / "artifacts" / "screenshots"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-#: url path -> screenshot name (and test id)
-PAGES = {
-    "": "1-basics",
-    "architectures": "2-architectures",
-    "filters": "3-filters",
-    "backprop": "4-backprop",
-    "deep-dream": "5-deep-dream",
-    "style-transfer": "6-style-transfer",
-    "cam": "7-cam",
-    "applications": "8-applications",
-}
+#: url path -> screenshot name (and test id), in menu order; the home page is the default ("/")
+PAGES = {("" if p is HOME else p.stem): f"{i}-{p.stem}" for i, p in enumerate(NAV_PAGES)}
+#: the file names Streamlit's legacy pages/ mode would list in the sidebar
+RAW_NAMES = ["dashboard", *sorted(p.stem for p in NAV_PAGES)]
 RUN_TIMEOUT_MS = 180_000
+#: records, from the first DOM change on, when main content first shows and whether the sidebar ever
+#: lists the raw pages/ file names (``window.__cnnviz_first``)
+FIRST_PAINT_OBSERVER = """
+(() => {
+  const raw = new Set(%s);
+  const rec = window.__cnnviz_first = {content: null, menu: null, raw: null};
+  const check = () => {
+    const now = performance.now();
+    const sidebar = document.querySelector("[data-testid='stSidebar']");
+    if (sidebar) {
+      const texts = [...sidebar.querySelectorAll("a, [data-testid='stSidebarNav'] span")]
+        .map(e => e.innerText.trim().split("\\n").pop().trim());
+      if (rec.raw === null && texts.some(t => raw.has(t))) rec.raw = texts.join(" | ");
+      if (rec.menu === null && sidebar.querySelector(".st-key-cnnviz_menu a")) rec.menu = now;
+    }
+    const main = document.querySelector("[data-testid='stMain']");
+    if (rec.content === null && main && [...main.querySelectorAll("[data-testid='stElementContainer']")]
+        .some(e => { const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; })) rec.content = now;
+  };
+  new MutationObserver(check).observe(document, {subtree: true, childList: true, characterData: true});
+})();
+""" % RAW_NAMES.__repr__().replace("'", '"')
 
 
 def _require_browser() -> None:
@@ -62,10 +83,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
-    """``streamlit run dashboard.py`` on a free localhost port; yields its base URL."""
-    _require_browser()
+@contextlib.contextmanager
+def _serve():
+    """``streamlit run dashboard.py`` on a free localhost port; yields its base URL once it answers."""
     port = _free_port()
     log = tempfile.NamedTemporaryFile("w+", prefix="cnnviz-streamlit-", suffix=".log", delete=False)
     env = dict(os.environ, CNNVIZ_OFFLINE="1", CNNVIZ_DEVICE=os.environ.get("CNNVIZ_DEVICE", "cpu"))
@@ -95,6 +115,14 @@ def server():
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The dashboard's server for this module's tests; yields its base URL."""
+    _require_browser()
+    with _serve() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -152,15 +180,50 @@ def screenshot(page, folder: Path, name: str) -> None:
     page.set_viewport_size({"width": 1440, "height": 1000})
 
 
+def menu_link(page, title: str):
+    """The sidebar menu's link to the page titled ``title`` (``cnnviz_ui.navigation.render_menu``)."""
+    return page.locator(".st-key-cnnviz_menu").get_by_text(title, exact=True)
+
+
+def test_first_visit_shows_frame_and_loading_state_never_the_file_list(browser, shots):
+    """A fresh server's first visit: the menu and a loading state appear before the engine has
+    loaded (first paint), the raw pages/ file list never; then the home page's cards."""
+    with _serve() as url:
+        context = browser.new_context(viewport={"width": 1440, "height": 1000})
+        page = context.new_page()
+        page.add_init_script(FIRST_PAINT_OBSERVER)
+        try:
+            started = time.time()
+            page.goto(f"{url}/")
+            page.wait_for_function("() => window.__cnnviz_first.content !== null", timeout=RUN_TIMEOUT_MS)
+            first = time.time() - started
+            page.screenshot(path=str(shots / "0-first-paint.png"))
+            assert menu_link(page, NAV_PAGES[1].title).is_visible()
+            assert page.get_by_test_id("stHeading").first.is_visible()
+            wait_for_run(page)
+            done = time.time() - started
+            record = page.evaluate("window.__cnnviz_first")
+            print(f"first visit: first content {first:.2f} s, page done {done:.2f} s after the server answered")
+            assert record["raw"] is None, f"the sidebar listed the raw pages/ files: {record['raw']}"
+            assert record["menu"] is not None
+            assert_no_errors(page)
+            main = page.get_by_test_id("stMain")
+            for info in NAV_PAGES[1:]:
+                assert main.get_by_test_id("stPageLink").filter(has_text=info.title).first.is_visible()
+        finally:
+            context.close()
+
+
 def test_deep_link_as_first_request_after_start(server, page):
     """The server's first request is a page URL (Streamlit is still in its legacy pages/ mode)."""
+    page.add_init_script(FIRST_PAINT_OBSERVER)
     page.goto(f"{server}/deep-dream")
     wait_for_run(page)
     assert page.get_by_text("Page not found").count() == 0
     assert "/deep-dream" in page.url
-    nav = page.get_by_test_id("stSidebar").get_by_role("link", name="CAM & Grad-CAM")
-    assert nav.is_visible()  # the dashboard's own navigation, not the legacy file list
+    assert menu_link(page, "CAM & Grad-CAM").is_visible()  # the dashboard's own menu
     assert page.get_by_test_id("stSidebar").get_by_role("link", name="dashboard").count() == 0
+    assert page.evaluate("window.__cnnviz_first.raw") is None, "the raw pages/ file list was shown"
     page.locator("[data-testid='stPlotlyChart']").first.wait_for(state="visible", timeout=60_000)
     assert_no_errors(page)
 
@@ -170,10 +233,25 @@ def test_page_renders(server, page, shots, path):
     page.goto(f"{server}/{path}")
     wait_for_run(page)
     assert_no_errors(page)
-    chart = page.locator("[data-testid='stPlotlyChart']").first
-    chart.wait_for(state="visible", timeout=60_000)
-    assert chart.is_visible()
+    if path == "":  # home: a card with a live thumbnail per topic
+        thumbs = page.get_by_test_id("stMain").get_by_test_id("stImage")
+        thumbs.nth(len(NAV_PAGES) - 2).wait_for(state="visible", timeout=60_000)
+        assert thumbs.count() == len(NAV_PAGES) - 1
+    else:
+        chart = page.locator("[data-testid='stPlotlyChart']").first
+        chart.wait_for(state="visible", timeout=60_000)
+        assert chart.is_visible()
     screenshot(page, shots, PAGES[path])
+
+
+def test_home_card_links_to_its_page(server, page):
+    page.goto(f"{server}/")
+    wait_for_run(page)
+    page.get_by_test_id("stMain").get_by_test_id("stPageLink").filter(has_text="CAM & Grad-CAM").click()
+    wait_for_run(page)
+    assert "/cam" in page.url
+    assert page.get_by_test_id("stHeading").filter(has_text="CAM & Grad-CAM").first.is_visible()
+    assert_no_errors(page)
 
 
 def test_sidebar_choice_persists_across_pages(server, page):
@@ -185,7 +263,7 @@ def test_sidebar_choice_persists_across_pages(server, page):
     page.keyboard.press("Enter")
     page.keyboard.press("Escape")
     wait_for_run(page)
-    sidebar.get_by_role("link", name="CAM & Grad-CAM").click()
+    menu_link(page, "CAM & Grad-CAM").click()
     wait_for_run(page)
     assert "/cam" in page.url
     assert sidebar.get_by_text("Scene: two shapes (seed 11) · 128×128").is_visible()
@@ -220,7 +298,7 @@ def test_upload_image(server, page, shots, tmp_path):
 def test_corrupt_upload_is_one_line_error(server, page, shots, tmp_path):
     path = tmp_path / "broken.png"
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"this is not really a png" * 20)
-    page.goto(f"{server}/")
+    page.goto(f"{server}/basics")
     wait_for_run(page)
     _choose_upload(page)
     page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(path))

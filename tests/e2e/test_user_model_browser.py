@@ -12,18 +12,16 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from test_browser import assert_no_errors, browser, screenshot, server, wait_for_run  # noqa: F401 - fixtures
+from test_browser import assert_no_errors, browser, menu_link, screenshot, server, wait_for_run  # noqa: F401 - fixtures
+
+from cnnviz_ui.navigation import PAGES as NAV_PAGES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SHOTS = Path(os.environ.get("CNNVIZ_SHOTS", "/tmp/shots"))
 NAMES = ("apple", "banana", "cherry")
-#: navigation title -> screenshot name
-PAGES = {
-    "CNN basics": "um-1-basics", "Architecture evolution": "um-2-architectures",
-    "Filters & feature maps": "um-3-filters", "Backprop to image": "um-4-backprop", "Deep Dream": "um-5-deep-dream",
-    "Style transfer": "um-6-style-transfer", "CAM & Grad-CAM": "um-7-cam", "Applications": "um-8-applications",
-}
+#: navigation title -> screenshot name, in menu order
+PAGES = {p.title: f"um-{i}-{p.stem}" for i, p in enumerate(NAV_PAGES)}
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +111,7 @@ def test_upload_model_and_labels_then_a_new_session_does_not_see_it(server, cont
     finally:
         other.close()
     # The first session still has its model.
-    page.locator("[data-testid='stSidebarNav']").get_by_text("CNN basics").click()
+    menu_link(page, "CNN basics").click()
     wait_for_run(page)
     assert "fruit-resnet18.pth" in sidebar(page).inner_text()
 
@@ -131,7 +129,7 @@ def test_every_page_with_my_model_and_an_image_set(server, context, files):  # n
     assert "broken.png" in sidebar(page).inner_text()  # one warning line; the good images are kept
     assert "Look at (3 images)" in sidebar(page).inner_text()
     for title, shot in PAGES.items():
-        page.locator("[data-testid='stSidebarNav']").get_by_text(title, exact=True).click()
+        menu_link(page, title).click()
         wait_for_run(page)
         assert_no_errors(page)
         assert "fruit-resnet18.pth" in sidebar(page).inner_text(), f"{title}: the model stays loaded"

@@ -10,10 +10,12 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from cnnviz_ui.navigation import HOME, PAGES as NAV_PAGES
+
 pytestmark = pytest.mark.slow  # each test starts the app and runs models: seconds each
 
 REPO = Path(__file__).resolve().parents[2]
-PAGES = ["basics", "architectures", "filters", "backprop", "deep-dream", "style-transfer", "cam", "applications"]
+PAGES = [p.stem for p in NAV_PAGES if p is not HOME]  # the pages with charts (home shows cards)
 TIMEOUT = 180
 
 
@@ -61,6 +63,51 @@ def test_page_opens_directly_and_draws_charts(page):
     charts = specs(at)
     assert charts, f"{page} shows no Plotly chart"
     assert all(c["data"] for c in charts)
+    info = next(p for p in NAV_PAGES if p.stem == page)
+    assert at.header[0].value == f"{info.material_icon} {info.title}"  # the title comes from navigation.PAGES
+
+
+def _links(at: AppTest) -> list:
+    return [(link.proto.label, link.proto.page) for link in at.get("page_link")]
+
+
+def test_home_is_the_default_page_with_a_card_per_topic():
+    at = start()
+    assert_clean(at)
+    assert at.header[0].value == f"{HOME.material_icon} {HOME.title}"
+    links = _links(at)
+    # the sidebar menu: every page once, in navigation order (ours: Streamlit's own menu is off)
+    assert [label for label, _ in links[-len(NAV_PAGES):]] == [p.title for p in NAV_PAGES]
+    # the cards: one link per topic, to its page's URL
+    cards = links[:-len(NAV_PAGES)]
+    assert cards == [(f"**{p.title}**", p.stem) for p in NAV_PAGES if p is not HOME]
+    assert len(at.main.image) == len(PAGES), "one live thumbnail per card"
+    assert not any("No preview" in c.value for c in at.caption)
+    assert any("predicts" in m.value for m in at.markdown)
+
+
+def test_home_thumbnails_are_cached_per_model_and_image():
+    from cnnviz_ui.state import get_engine
+
+    at = start()
+    handle = get_engine().model("shapes-cnn", at.session_state["cnnviz_selection"].weights)
+    calls, hook = _count_forwards(handle)
+    try:
+        at.run()  # a rerun with the same model and image: every thumbnail from the cache
+    finally:
+        hook.remove()
+    assert_clean(at)
+    assert calls == [], "the home page's thumbnails ran the model again"
+    at.selectbox(key="sb_sample").select("Scene: two shapes (seed 11)").run()
+    assert_clean(at)
+    assert len(at.main.image) == len(PAGES)
+
+
+def test_home_card_opens_its_page():
+    at = start()
+    at.switch_page("pages/cam.py").run()  # what a card's st.page_link does
+    assert_clean(at)
+    assert at.header[0].value == ":material/local_fire_department: CAM & Grad-CAM"
 
 
 def test_basics_stage_by_stage_and_layer_table():
@@ -184,7 +231,8 @@ def test_cam_per_class_per_layer_and_slow_method():
     assert_clean(at)
     names = titles(specs(at)[0])
     assert "Score-CAM" in " ".join(names) and "Grad-CAM" in " ".join(names)
-    assert len(at.get("download_button")) == 3
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == ["Report (HTML)", "Grid (PNG)", "Maps (NumPy .npz)", "Maps (JSON)"], labels
 
 
 def test_cam_deletion_insertion_auc_beside_each_map():
