@@ -242,8 +242,9 @@ def run(app_dir: Path, repeats: int, cold_starts: int, python: str = sys.executa
                         figures["opacity"].append(timed(page, lambda: nudge_opacity(
                             page, "ArrowRight" if i % 2 == 0 else "ArrowLeft")))
                         main = page.get_by_test_id("stMain")
-                        figures["colormap"].append(timed(page, lambda: _select(page, main, "Colormap",
-                                                                               cmaps[i % 2])))
+                        shown = main.get_by_test_id("stSelectbox").filter(has_text="Colormap").inner_text()
+                        other = cmaps[0] if shown.strip().splitlines()[-1].strip() != cmaps[0] else cmaps[1]
+                        figures["colormap"].append(timed(page, lambda: _select(page, main, "Colormap", other)))
                         figures["switch_to_backprop"].append(switch_page(page, "Backprop to image", "backprop"))
                         figures["switch_back_to_cam"].append(switch_page(page, "CAM & Grad-CAM", "cam"))
                         wait_idle(page)
