@@ -127,7 +127,8 @@ def build_report(data: ReportData) -> str:
     if data.opacity is not None:
         settings.append(("Opacity", f"{data.opacity:g}"))
     if data.shared_scale is not None:
-        settings.append(("Scaling", "one colour scale for the grid" if data.shared_scale else "each map to its own range"))
+        settings.append(("Scaling", "one colour scale for the grid" if data.shared_scale
+                         else "each map to its own range"))
     settings_rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in settings)
     preds = "".join(f"<tr><td>{i + 1}</td><td>{_e(name)}</td><td>{_e(idx)}</td><td>{prob:.1%}</td></tr>"
                     for i, (idx, name, prob) in enumerate(data.predictions))

@@ -14,8 +14,8 @@ from cnnviz_core import plots
 from cnnviz_core.attribution import METHODS
 from cnnviz_ui import chart, download_buttons, guard, page_header, page_selection, require_model, run_controls, \
     run_task, show_status, task_state
-from cnnviz_ui.compute import explain_image, explain_results, feature_maps, layer_table, model_view, model_view_image, predict, \
-    predict_image
+from cnnviz_ui.compute import explain_image, explain_results, feature_maps, layer_table, model_view, \
+    model_view_image, predict, predict_image
 from cnnviz_ui.metrics_view import auc_controls, auc_curves, auc_subtitles
 from cnnviz_ui.report import cam_report
 from cnnviz_ui.share import share_box, share_link, upload_note, write_page
@@ -51,36 +51,44 @@ if st.session_state.get("_cam_model") not in (None, handle.identity):
 st.session_state["_cam_model"] = handle.identity
 
 
-def _clamp(key: str, lo: float, hi: float, default: float) -> None:
-    """Start ``key`` at ``default``; a value from a link or another model is brought into ``[lo, hi]``."""
-    value = st.session_state.get(key, default)
-    try:
-        value = type(default)(value)
-    except (TypeError, ValueError):
-        value = default
-    st.session_state[key] = min(max(value, type(default)(lo)), type(default)(hi))
+# Every widget gets its default as its argument (the browser then knows it whenever the widget is drawn
+# anew); the session state is only written where a value from a link or from another model does not fit.
+def _clamp(key: str, lo: float, hi: float, default: float) -> float:
+    """``default``, for the widget's ``value=``; a state value of ``key`` is brought into ``[lo, hi]``."""
+    if key in st.session_state:
+        value = st.session_state[key]
+        try:
+            fixed = min(max(type(default)(value), type(default)(lo)), type(default)(hi))
+        except (TypeError, ValueError):
+            fixed = default
+        if fixed != value or type(value) is not type(default):
+            st.session_state[key] = fixed
+    return default
 
 
-def _choice(key: str, options, default) -> None:
-    if st.session_state.get(key) not in options:
+def _choice(key: str, options, default) -> int:
+    """The index of ``default`` in ``options``, for the widget's ``index=``; a state value of ``key``
+    that is not an option is replaced by ``default``."""
+    options = list(options)
+    if key in st.session_state and st.session_state[key] not in options:
         st.session_state[key] = default
+    return options.index(default)
 
 
 defaults = [m for m in DEFAULT_METHODS if m in offered] or offered[:2]
-st.session_state.setdefault("cam_methods", defaults)
-if any(m not in offered for m in st.session_state["cam_methods"]):
+if any(m not in offered for m in st.session_state.get("cam_methods", [])):
     st.session_state["cam_methods"] = [m for m in st.session_state["cam_methods"] if m in offered]
 
 c1, c2, c3 = st.columns([2.2, 1, 1.2])
-methods = c1.multiselect("Methods", offered, key="cam_methods",
+methods = c1.multiselect("Methods", offered, default=defaults, key="cam_methods",
                          format_func=lambda k: METHODS[k].display_name + (" ⏱" if k in SLOW else ""),
                          help="⏱ = many forward passes: computed when you press *Compute slow methods* "
                               "(their parameters and cost are under *Slow methods*).")
 layer = None
 if layers:
-    if st.session_state.get("cam_layer") not in layers:
-        st.session_state["cam_layer"] = handle.default_layer
-    layer = c2.selectbox("Layer", layers, key="cam_layer", help=f"Default: {handle.default_layer} (last spatial layer).")
+    start = handle.default_layer if handle.default_layer in layers else layers[0]
+    layer = c2.selectbox("Layer", layers, _choice("cam_layer", layers, start), key="cam_layer",
+                         help=f"Default: {handle.default_layer} (last spatial layer).")
 with c3:
     target = target_picker(handle, sel, key="cam_target")
 
@@ -117,16 +125,15 @@ if chosen_slow:
                    "batches them, 16 at a time.")
         if "scorecam" in chosen_slow:
             exact_label = f"All {channels} channels (exact)" if channels else "All channels (exact)"
-            _choice("cam_sc_mode", ("topk", "exact"), "topk")
-            mode = st.radio("Score-CAM channels", ["topk", "exact"], key="cam_sc_mode", horizontal=True,
+            mode = st.radio("Score-CAM channels", ["topk", "exact"], _choice("cam_sc_mode", ("topk", "exact"), "topk"),
+                            key="cam_sc_mode", horizontal=True,
                             format_func=lambda v: exact_label if v == "exact" else "Top-k by mean activation "
                                                                                     "(approximation)")
             k = None
             if mode == "topk" and (channels is None or channels > 8):
                 top = channels or 512
-                _clamp("cam_sc_channels", 8, top, min(64, top))
-                k = st.slider("Score-CAM: channels used (highest mean activation)", 8, top, step=8,
-                              key="cam_sc_channels")
+                k = st.slider("Score-CAM: channels used (highest mean activation)", 8, top,
+                              _clamp("cam_sc_channels", 8, top, min(64, top)), step=8, key="cam_sc_channels")
             options["scorecam"] = METHODS["scorecam"].params_type(channels=k)
             n = k or channels
             costs["scorecam"] = (f"{METHODS['scorecam'].cost}: {n} masked forwards" if n
@@ -139,20 +146,19 @@ if chosen_slow:
             st.caption(f"Ablation-CAM cost — {costs['ablationcam']} (no parameters).")
         if "smoothgrad" in chosen_slow:
             s1, s2 = st.columns(2)
-            _clamp("cam_sg_samples", 5, 100, 20)
-            _clamp("cam_sg_noise", 0.0, 0.5, 0.15)
-            samples = s1.slider("SmoothGrad: noisy samples", 5, 100, key="cam_sg_samples")
-            noise = s2.slider("SmoothGrad: noise (std as a fraction of the input range)", 0.0, 0.5, step=0.01,
-                              key="cam_sg_noise")
+            samples = s1.slider("SmoothGrad: noisy samples", 5, 100, _clamp("cam_sg_samples", 5, 100, 20),
+                                key="cam_sg_samples")
+            noise = s2.slider("SmoothGrad: noise (std as a fraction of the input range)", 0.0, 0.5,
+                              _clamp("cam_sg_noise", 0.0, 0.5, 0.15), step=0.01, key="cam_sg_noise")
             options["smoothgrad"] = METHODS["smoothgrad"].params_type(samples=samples, noise=noise)
             costs["smoothgrad"] = f"{METHODS['smoothgrad'].cost}: {samples} forward + backward passes"
             st.caption(f"SmoothGrad cost — {costs['smoothgrad']}.")
         if "integrated_gradients" in chosen_slow:
             i1, i2 = st.columns(2)
-            _clamp("cam_ig_steps", 8, 128, 32)
-            _choice("cam_ig_baseline", ("black", "zero"), "black")
-            steps = i1.slider("Integrated Gradients: steps", 8, 128, step=8, key="cam_ig_steps")
-            baseline = i2.radio("Integrated Gradients: baseline", ["black", "zero"], key="cam_ig_baseline",
+            steps = i1.slider("Integrated Gradients: steps", 8, 128, _clamp("cam_ig_steps", 8, 128, 32), step=8,
+                              key="cam_ig_steps")
+            baseline = i2.radio("Integrated Gradients: baseline", ["black", "zero"],
+                                _choice("cam_ig_baseline", ("black", "zero"), "black"), key="cam_ig_baseline",
                                 horizontal=True, format_func=lambda b: {"black": "black image",
                                                                         "zero": "zero (the mean colour)"}[b])
             options["integrated_gradients"] = METHODS["integrated_gradients"].params_type(steps=steps,
@@ -162,10 +168,10 @@ if chosen_slow:
         if "occlusion" in chosen_slow:
             o1, o2 = st.columns(2)
             auto_patch = max(2, round(size / 7))
-            _clamp("cam_occ_patch", 2, size // 2, auto_patch)
-            patch = o1.slider("Occlusion: patch (px)", 2, size // 2, key="cam_occ_patch")
-            _clamp("cam_occ_stride", 1, size // 2, max(1, patch // 2))
-            stride = o2.slider("Occlusion: stride (px)", 1, size // 2, key="cam_occ_stride")
+            patch = o1.slider("Occlusion: patch (px)", 2, size // 2, _clamp("cam_occ_patch", 2, size // 2, auto_patch),
+                              key="cam_occ_patch")
+            stride = o2.slider("Occlusion: stride (px)", 1, size // 2,
+                               _clamp("cam_occ_stride", 1, size // 2, max(1, auto_patch // 2)), key="cam_occ_stride")
             options["occlusion"] = METHODS["occlusion"].params_type(patch=patch, stride=stride)
             costs["occlusion"] = (f"{METHODS['occlusion'].cost}: {occlusion_windows(size, patch, stride)} occluded "
                                   f"forwards at {size} px")
@@ -179,7 +185,8 @@ with guard("Attribution"):
     if fast:
         results.update(explain_results(handle, sel, fast, target, layer))
     if chosen_slow:
-        if run_controls("cam_slow", f"Compute slow methods ({', '.join(METHODS[m].display_name for m in chosen_slow)})"):
+        slow_names = ", ".join(METHODS[m].display_name for m in chosen_slow)
+        if run_controls("cam_slow", f"Compute slow methods ({slow_names})"):
             slow_state = run_task("cam_slow", slow_key, lambda progress, cancel: explain_results(
                 handle, sel, chosen_slow, target, layer, progress=progress, cancel=cancel, options=options))
         show_status(slow_state, "Slow methods")
@@ -218,19 +225,16 @@ def comparison() -> None:
     """Display settings, the grid and its downloads, the share link: changing a display setting reruns
     only this part (no sidebar, no engine call)."""
     view = model_view(handle, sel)
-    _choice("cam_cmap", plots.COLORMAPS, plots.COLORMAPS[0])
-    _clamp("cam_opacity", 0.0, 1.0, 0.5)
-    st.session_state.setdefault("cam_shared", False)
-    _clamp("cam_cols", 2, 6, 4)
     d1, d2, d3, d4 = st.columns(4)
-    colormap = d1.selectbox("Colormap", plots.COLORMAPS, key="cam_cmap")
-    opacity = d2.slider("Opacity", 0.0, 1.0, step=0.05, key="cam_opacity")
-    shared = d3.toggle("One colour scale for the grid", key="cam_shared",
+    colormap = d1.selectbox("Colormap", plots.COLORMAPS, _choice("cam_cmap", plots.COLORMAPS, plots.COLORMAPS[0]),
+                            key="cam_cmap")
+    opacity = d2.slider("Opacity", 0.0, 1.0, _clamp("cam_opacity", 0.0, 1.0, 0.5), step=0.05, key="cam_opacity")
+    shared = d3.toggle("One colour scale for the grid", False, key="cam_shared",
                        help="On: raw values on one scale (compare magnitudes). Off: each map scaled to its own range.")
-    ncols = d4.slider("Columns", 2, 6, key="cam_cols")
+    ncols = d4.slider("Columns", 2, 6, _clamp("cam_cols", 2, 6, 4), key="cam_cols")
 
     _choice("cam_view", shown_views, VIEWS[0])
-    compare = st.segmented_control("Compare", shown_views, key="cam_view",
+    compare = st.segmented_control("Compare", shown_views, default=VIEWS[0], key="cam_view",
                                    help="Images × methods appears when the sidebar holds several uploaded images.") \
         or VIEWS[0]
     if compare == VIEWS[0]:
@@ -308,9 +312,9 @@ def side_by_side(view: np.ndarray, colormap: str, opacity: float, shared: bool, 
 
 def per_class(view: np.ndarray, colormap: str, opacity: float, shared: bool) -> None:
     usable = [m for m in ok] or ["gradcam"]
-    _choice("cam_cls_method", usable, usable[0])
     k1, k2 = st.columns([2, 1])
-    m_cls = k1.selectbox("Method", usable, format_func=lambda k: METHODS[k].display_name, key="cam_cls_method")
+    m_cls = k1.selectbox("Method", usable, _choice("cam_cls_method", usable, usable[0]),
+                         format_func=lambda k: METHODS[k].display_name, key="cam_cls_method")
     k = k2.slider("Top-k classes", 2, min(6, handle.num_classes), min(4, handle.num_classes), key="cam_cls_k")
     with guard("Per-class comparison"):
         preds = predict(handle, sel, topk=k)
@@ -362,13 +366,15 @@ def images_by_methods(colormap: str, opacity: float) -> None:
 
 def per_layer(view: np.ndarray, colormap: str, opacity: float, shared: bool) -> None:
     cam_like = [m for m in ok if METHODS[m].uses_layer] or ["gradcam"]
-    _choice("cam_layer_method", cam_like, "gradcam" if "gradcam" in cam_like else cam_like[0])
     l1, l2 = st.columns([1, 2])
-    m_layer = l1.selectbox("Method", cam_like, format_func=lambda k: METHODS[k].display_name, key="cam_layer_method")
+    m_layer = l1.selectbox("Method", cam_like,
+                           _choice("cam_layer_method", cam_like, "gradcam" if "gradcam" in cam_like else cam_like[0]),
+                           format_func=lambda k: METHODS[k].display_name, key="cam_layer_method")
     default_layers = list(dict.fromkeys(handle.conv_layers[-4:-1] + [handle.default_layer]))
-    st.session_state.setdefault("cam_layers", [x for x in default_layers if x in layers])
-    st.session_state["cam_layers"] = [x for x in st.session_state["cam_layers"] if x in layers][:6]
-    chosen_layers = l2.multiselect("Layers", layers, key="cam_layers", max_selections=6)
+    if any(x not in layers for x in st.session_state.get("cam_layers", [])):
+        st.session_state["cam_layers"] = [x for x in st.session_state["cam_layers"] if x in layers][:6]
+    chosen_layers = l2.multiselect("Layers", layers, default=[x for x in default_layers if x in layers],
+                                   key="cam_layers", max_selections=6)
     with guard("Per-layer comparison"):
         per_lay, skipped = {}, []
         for path in chosen_layers:

@@ -96,7 +96,8 @@ def block_mean(heat: np.ndarray, side: int = HOVER_SIDE) -> np.ndarray:
 def png_data_uri(rgb: np.ndarray) -> str:
     """``(H, W, 3)`` uint8 -> ``data:image/png;base64,...`` (much smaller than a raw pixel array)."""
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(buf, format="PNG", optimize=False)
+    # compress_level=1: lossless like the default (6), about 4x faster to encode for ~10% more bytes.
+    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(buf, format="PNG", optimize=False, compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 

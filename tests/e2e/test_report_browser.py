@@ -81,6 +81,8 @@ def test_shared_link_in_a_fresh_browser_and_no_stale_class_picker(server, browse
         assert "opacity=0.7" in page.url and "model=shapes-cnn" in page.url and "cmap=Inferno" in page.url
         main = page.get_by_test_id("stMain")
         assert main.get_by_role("combobox", name="Colormap").input_value() == "Inferno"  # the value is the input's
+        shown_methods = main.get_by_test_id("stMultiSelect").filter(has_text="Methods").first.inner_text()
+        assert "LayerCAM" in shown_methods and "Eigen-CAM" not in shown_methods, shown_methods  # the widget too
         sidebar = page.get_by_test_id("stSidebar")
         assert sidebar.get_by_text("Photo: coffee").first.is_visible()
 
