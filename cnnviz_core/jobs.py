@@ -7,7 +7,10 @@ limits its own intra-op threads (``$CNNVIZ_LONG_JOB_THREADS``, default half the 
 counts are per thread), so short requests, which never enter the pool, keep cores of their own. A queued job knows how many jobs are
 ahead of it; cancelling a queued job removes it; one owner (a browser session) has at most one job
 queued or running. A worker that dies during a job (any exception, ``BaseException`` included)
-marks the job failed and is replaced, so the next job runs.
+marks the job failed and is replaced, so the next job runs. So is a worker whose job failed with an
+unexpected error (not a :class:`~cnnviz_core.errors.CnnvizError`): a library's per-thread state may be
+broken after it, e.g. oneDNN's after an allocation failure, which fails every later convolution of
+that thread with "could not create a primitive" (``tests/e2e/test_load.py``, out of memory).
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ from .errors import Cancelled, CnnvizError, ParameterError, one_line
 from .progress import CancelToken, Progress
 
 log = logging.getLogger(__name__)
+#: Memory that must be allocatable before a replacement worker thread is started (its stack and more).
+_SPAWN_HEADROOM = 64 * 2**20
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 Work = Callable[[Callable[[Progress], None], CancelToken], Any]
 
@@ -74,6 +79,23 @@ def _int_env(name: str, default: int) -> int:
     if value < 1:
         raise ParameterError(f"{name} must be >= 1, got {value}")
     return value
+
+
+#: What allocation failures say: Python's, torch's CPU allocator's, CUDA's, and oneDNN's once it cannot
+#: allocate its scratch space (seen in ``tests/e2e/test_load.py`` under a lowered address-space limit).
+_OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "could not create a primitive")
+
+
+def failure_message(exc: BaseException) -> str:
+    """The one line a job's owner sees: a :class:`CnnvizError`'s own message; an allocation failure
+    says that the server ran out of memory (with the library's words after it); anything else is
+    ``Type: message``."""
+    if isinstance(exc, CnnvizError):
+        return str(exc)
+    detail = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, MemoryError) or any(s in str(exc).lower() for s in _OUT_OF_MEMORY):
+        return f"the server ran out of memory during this job; try a smaller image or fewer steps ({detail})"
+    return detail
 
 
 class JobPool:
@@ -161,7 +183,8 @@ class JobPool:
     def _spawn(self) -> None:
         ready = threading.Event()
         thread = threading.Thread(target=self._worker, args=(ready,), name="cnnviz-long-job", daemon=True)
-        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        current = threading.current_thread()  # a retiring worker spawns its successor
+        self._threads = [t for t in self._threads if t.is_alive() and t is not current] + [thread]
         thread.start()
         ready.wait(10)
         # torch.set_num_threads is per OpenMP thread but also sets the default that threads started
@@ -187,15 +210,32 @@ class JobPool:
                 job.status, job.started = "running", time.monotonic()
                 self._running.add(job)
             try:
-                self._run(job)
+                retire = self._run(job)
             except BaseException as exc:  # the worker itself is dying: fail the job, replace the worker
                 with self._cond:
                     self._end(job, "failed", f"the worker stopped during the job ({type(exc).__name__})")
-                    if not self._closed:
-                        self._spawn()
+                self._replace_me()
                 raise
+            if retire:  # an unexpected failure: the next job gets a fresh thread
+                self._replace_me()
+                return
 
-    def _run(self, job: Job) -> None:
+    def _replace_me(self) -> None:
+        """Start the calling worker's successor, then the caller ends. Never under the pool's lock (every
+        page's sidebar reads :meth:`snapshot`): ``Thread.start`` waits for ever for a thread that fails
+        to bootstrap, as it does when the process is out of memory. So the successor is started once
+        :data:`_SPAWN_HEADROOM` bytes can be allocated again; meanwhile queued jobs wait."""
+        while not self._closed:
+            try:
+                bytearray(_SPAWN_HEADROOM)
+            except MemoryError:
+                time.sleep(0.5)
+                continue
+            self._spawn()
+            return
+
+    def _run(self, job: Job) -> bool:
+        """Run ``job`` to its end; True when it failed with an unexpected error (retire this worker)."""
         def report(p: Progress) -> None:
             job.progress = p
             job.token.check()
@@ -208,9 +248,10 @@ class JobPool:
         except Exception as exc:  # noqa: BLE001 - a failed job is one line for its owner
             if not isinstance(exc, CnnvizError):
                 log.exception("long job %s failed", job.label, exc_info=exc)
-            message = str(exc) if isinstance(exc, CnnvizError) else f"{type(exc).__name__}: {exc}"
             with self._cond:
-                self._end(job, "failed", one_line(message))
+                self._end(job, "failed", one_line(failure_message(exc)))
+            return not isinstance(exc, CnnvizError)
         else:
             with self._cond:
                 self._end(job, "done")
+        return False

@@ -75,11 +75,14 @@ def test_one_session_cannot_start_a_second_long_job(pool):
     assert pool.submit("alice", "style", lambda progress, cancel: "again").wait(5)
 
 
+# The killed worker's exception surfaces in pytest's thread hook whenever the thread ends (after its test).
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+
+
 class WorkerKilled(BaseException):
     """Stands in for a worker thread dying mid-job (BaseException: not an ordinary failure)."""
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_worker_that_dies_fails_its_job_and_the_next_job_runs(pool):
     def dies(progress, cancel):
         raise WorkerKilled()
@@ -102,7 +105,46 @@ def test_an_ordinary_failure_is_one_line(pool):
     assert job.wait(5) and job.status == "failed" and job.error == "ValueError: bad thing"
 
 
+def test_an_unexpected_failure_gives_the_next_job_a_fresh_worker(pool):
+    """After an unexpected error (oneDNN fails every later convolution of a thread that once ran out of
+    memory) the worker is replaced; after a CnnvizError (a refused parameter) it is kept."""
+    def worker(progress, cancel):
+        return threading.current_thread(), torch.get_num_threads()
+
+    def fails(exc):
+        def work(progress, cancel):
+            raise exc
+        return work
+
+    first = pool.submit("alice", "dream", worker)
+    assert first.wait(5)
+    refused = pool.submit("alice", "dream", fails(ParameterError("layer 'x' does not exist")))
+    assert refused.wait(5) and refused.status == "failed"
+    same = pool.submit("alice", "dream", worker)
+    assert same.wait(5) and same.result[0] is first.result[0]
+    broken = pool.submit("alice", "dream", fails(RuntimeError("could not create a primitive")))
+    assert broken.wait(5) and broken.status == "failed" and "could not create a primitive" in broken.error
+    fresh = pool.submit("alice", "dream", worker)
+    assert fresh.wait(5) and fresh.status == "done"
+    assert fresh.result[0] is not first.result[0] and fresh.result[1] == 1  # a new thread, same budget
+    deadline = time.monotonic() + 5
+    while pool.snapshot()["alive"] != 1 and time.monotonic() < deadline:  # the retired worker is exiting
+        time.sleep(0.01)
+    assert pool.snapshot()["alive"] == 1
+
+
 def test_long_jobs_use_their_own_thread_budget(pool):
     seen = pool.submit("alice", "probe", lambda progress, cancel: torch.get_num_threads())
     assert seen.wait(5) and seen.result == 1
     assert torch.get_num_threads() == 2  # tests/conftest.py sets 2 for this thread; untouched
+
+
+def test_failure_messages_name_an_allocation_failure():
+    from cnnviz_core.jobs import failure_message
+    assert failure_message(ParameterError("layer 'x' does not exist")) == "layer 'x' does not exist"
+    assert failure_message(ValueError("bad thing")) == "ValueError: bad thing"
+    for exc in (MemoryError(), RuntimeError("could not create a primitive"),
+                RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB"),
+                RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")):
+        message = failure_message(exc)
+        assert message.startswith("the server ran out of memory during this job") and type(exc).__name__ in message
