@@ -35,6 +35,7 @@ from cnnviz_core.paths import DATA_ROOT_ENV, confine, data_roots, is_within, saf
 
 from .errors import show_error
 from .layout import chart
+from .widgets import table_download
 
 Source = Union[str, Path, Any]  # a path, or an UploadedFile (file-like with getvalue())
 
@@ -135,6 +136,7 @@ def _summary(df: pd.DataFrame, folder: Optional[Path], key: str = "audit") -> No
                  column_config={c: st.column_config.NumberColumn(format="%.3f")
                                 for c in ("deletion_auc", "insertion_auc", "pointing hit rate", "energy_pointing",
                                           "seconds")})
+    table_download(summary.to_dict("records"), key="audit_summary_table", stem="audit-leaderboard")
     if summary["pointing_n"].sum() > 0:
         chart(plots.bar_chart(summary["method"], summary["pointing_acc"].fillna(0.0),
                               title="Pointing game hit rate", fmt=".1%", height=60 + 40 * len(summary)),
@@ -182,8 +184,10 @@ def _worst(df: pd.DataFrame, folder: Optional[Path], metric: str,
         if led_out:
             st.warning(f"{led_out} saved map path(s) lead out of the results folder and were not read.",
                        icon=":material/block:")
-    st.dataframe(rows[["path", "target_name", "prediction_name", "score", "deletion_auc", "insertion_auc",
-                       "pointing_hit", "energy_pointing"]], hide_index=True, width="stretch")
+    shown = rows[["path", "target_name", "prediction_name", "score", "deletion_auc", "insertion_auc",
+                  "pointing_hit", "energy_pointing"]]
+    st.dataframe(shown, hide_index=True, width="stretch")
+    table_download(shown.to_dict("records"), key="audit_worst_table", stem="audit-worst-rows")
 
 
 def _panel(row: pd.Series, folder: Path, roots: Sequence[Path]) -> tuple[Optional[np.ndarray], bool, bool]:
@@ -236,3 +240,5 @@ def _failures(df: pd.DataFrame) -> None:
         return
     with st.expander(f"Failed rows ({len(failed)})"):
         st.dataframe(failed[["path", "method", "error"]], hide_index=True, width="stretch")
+        table_download(failed[["path", "method", "error"]].to_dict("records"), key="audit_failed_table",
+                       stem="audit-failed-rows")

@@ -176,8 +176,12 @@ def pointing_game_section(sel: Selection = None) -> None:
     sel = sel or selection()
     c1, c2 = st.columns([1, 2])
     handle = _model_picker(sel, c1, "app_pg_model")
-    methods = c2.multiselect("Methods", list(POINTING_METHODS), default=list(POINTING_METHODS),
-                             format_func=lambda k: METHODS[k].display_name, key="app_pg_methods")
+    every = c2.toggle(f"Every method ({len(METHODS)}, slow ones included)", False, key="app_pg_every",
+                      help="Ranks every registered method; those that do not apply to the model are listed, "
+                           "not ranked. Perturbation methods take many forwards per scene.")
+    methods = list(METHODS) if every else c2.multiselect(
+        "Methods", list(METHODS), default=list(POINTING_METHODS), key="app_pg_methods",
+        format_func=lambda k: METHODS[k].display_name + (" ⏱" if METHODS[k].long_running else ""))
     sources = ([PG_SOURCES[0]] if sm.scene_classes_match(handle) else []) + list(PG_SOURCES[1:])
     if st.session_state.get("app_pg_source") not in sources:
         st.session_state["app_pg_source"] = sources[0]
@@ -208,16 +212,21 @@ def pointing_game_section(sel: Selection = None) -> None:
             st.error("No image + mask pairs yet.", icon=":material/error:")
         else:
             def work(progress, cancel):
+                usable = sm.applicable_methods(handle, methods)
                 if source == PG_SOURCES[0]:
                     scenes = generate_scenes(params.count, seed=2026, size=handle.input_size, objects=params.objects)
-                    return pointing_game_table(handle, methods, scenes, tolerance=tolerance, progress=progress,
+                    return pointing_game_table(handle, usable, scenes, tolerance=tolerance, progress=progress,
                                                cancel=cancel)
-                return sm.pointing_on_pairs(handle, methods, pairs, tolerance=tolerance, progress=progress,
+                return sm.pointing_on_pairs(handle, usable, pairs, tolerance=tolerance, progress=progress,
                                             cancel=cancel)
 
             state = run_task("app_pg", params, work)
     show_status(state, "Pointing game")
     if state.status == "done" and state.result:
+        left_out = [METHODS[m].display_name for m in getattr(state.params, "methods", ())
+                    if m not in {r.method for r in state.result}]
+        if left_out:
+            st.caption("Not ranked (they do not apply to this model): " + ", ".join(left_out))
         rows = sorted(state.result, key=lambda r: -r.pointing)
         chart(plots.bar_chart([METHODS[r.method].display_name for r in rows], [r.pointing for r in rows],
                               title=f"Pointing accuracy on {rows[0].n} objects", xlabel="hits", fmt=".0%",
@@ -233,3 +242,83 @@ def pointing_game_section(sel: Selection = None) -> None:
                                                 "tolerance_px": tolerance, "rows": table}))
         if state.params != params:
             st.caption("Settings changed since this run: press the button to update.")
+
+
+# ---- the registered metrics beside each map -------------------------------------------------------
+def offered_metrics() -> list[str]:
+    """Metrics the CAM page can put beside a map: every registered one that needs no object mask."""
+    from cnnviz_core.metrics.registry import METRICS
+
+    return [k for k, m in METRICS.items() if "mask" not in m.needs]
+
+
+def _metric_key(handle: ModelHandle, sel: Selection, result, layer: str, params, metric: str) -> tuple:
+    return ("metric", *_auc_key(handle, sel, result, layer), repr(params), metric)
+
+
+def metric_controls(handle: ModelHandle, sel: Selection, results: Mapping[str, object], layer: str,
+                    method_params: Mapping[str, object]) -> dict[str, dict]:
+    """The registered metrics (:mod:`cnnviz_core.metrics.registry`: ROAD, average drop, increase in
+    confidence, faithfulness correlation, infidelity, max-sensitivity, the MPRT variants, the
+    random-logit test ...) for the maps in ``results``: a picker, a button (with Stop) that computes the
+    missing values as one long job, and ``{method: {metric: MetricResult}}`` of what is done."""
+    from cnnviz_core.metrics.registry import METRICS, evaluate, method_explainer
+
+    keys = offered_metrics()
+    chosen = st.multiselect(
+        "Metrics beside each map", keys, default=[], key="cam_metrics",
+        format_func=lambda k: f"{METRICS[k].display_name} ({METRICS[k].direction}; {METRICS[k].cost})",
+        help="Each metric is computed for every map shown, with the map's own method and parameters. "
+             + " ".join(f"{m.display_name}: {m.paper.authors} {m.paper.year}." for m in map(METRICS.get, keys)))
+    if not chosen or not results:
+        return {}
+    cache = get_engine().results
+    params = {m: method_params.get(m) or METHODS[m].params_type() for m in results}
+    wanted = {(m, k): _metric_key(handle, sel, r, layer, params[m], k) for m, r in results.items() for k in chosen}
+    missing = [mk for mk, key in wanted.items() if key not in cache]
+    state = task_state("cam_metrics_job")
+    if missing:
+        label = f"Compute {len(missing)} metric value{'s' if len(missing) > 1 else ''}"
+        if run_controls("cam_metrics_job", label, help="Each metric runs its own forwards (and, for "
+                                                         "max-sensitivity, the MPRT variants and the random-logit "
+                                                         "test, new explanations): from seconds to minutes."):
+            x = handle.preprocess(sel.image)
+
+            def work(progress, cancel) -> None:
+                for i, (m, k) in enumerate(missing):
+                    r = results[m]
+
+                    def inner(p: Progress, i=i, m=m, k=k) -> None:
+                        report(progress, i * p.total + p.step, len(missing) * p.total,
+                               f"{METHODS[m].display_name}: {METRICS[k].display_name}")
+
+                    explainer = method_explainer(handle, m, layer=layer if METHODS[m].uses_layer else None,
+                                                 **params[m].as_dict())
+                    value = evaluate(handle, x, r.raw, r.target, [k], explain=explainer, progress=inner,
+                                     cancel=cancel)[k]
+                    cache.put(wanted[m, k], value)
+
+            state = run_task("cam_metrics_job", None, work)
+        show_status(state, "Metrics")
+    done: dict[str, dict] = {}
+    for (m, k), key in wanted.items():
+        value = cache.get(key)
+        if value is not None:
+            done.setdefault(m, {})[k] = value
+    return done
+
+
+def metric_subtitles(values: Mapping[str, Mapping[str, object]]) -> dict[str, str]:
+    """``{method: "ROAD 0.123 · Average drop 0.456"}`` for the grid's panel titles."""
+    from cnnviz_core.metrics.registry import METRICS
+
+    return {m: " · ".join(f"{METRICS[k].display_name} {r.value:.3g}" for k, r in row.items())
+            for m, row in values.items()}
+
+
+def metric_rows(values: Mapping[str, Mapping[str, object]]) -> list[dict]:
+    """One table row per map: the method, then each metric's value (for the table and its CSV)."""
+    from cnnviz_core.metrics.registry import METRICS
+
+    return [{"method": METHODS[m].display_name, **{f"{METRICS[k].display_name} ({METRICS[k].direction})": r.value
+                                                   for k, r in row.items()}} for m, row in values.items()]

@@ -49,6 +49,7 @@ class ReportMap:
     deletion: Optional[float] = None
     insertion: Optional[float] = None
     notes: Sequence[str] = ()
+    metrics: Mapping[str, float] = field(default_factory=dict)  # registered metrics: "name (direction)" -> value
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,8 @@ def build_report(data: ReportData) -> str:
             lines.append(f"cost: {_e(m.cost)}")
         if m.deletion is not None and m.insertion is not None:
             lines.append(f"deletion AUC {m.deletion:.3f} · insertion AUC {m.insertion:.3f}")
+        for name, value in m.metrics.items():
+            lines.append(f"{_e(name)}: {value:.4g}")
         if m.seconds is not None:
             lines.append(f"computed in {m.seconds:.2f} s")
         lines += [_e(n) for n in m.notes]
@@ -188,9 +191,11 @@ _NOTE_KEYS = ("approximation", "patch", "stride", "windows", "samples", "sigma",
 def cam_report(handle, sel, view: np.ndarray, results: Mapping[str, Any], display_map, *,
                params: Mapping[str, Mapping[str, Any]], costs: Mapping[str, str],
                curves: Mapping[str, tuple], layer: Optional[str], predictions: Sequence[tuple[int, str, float]],
-               colormap: str, opacity: float, shared_scale: bool, link: Optional[str] = None) -> str:
+               colormap: str, opacity: float, shared_scale: bool, link: Optional[str] = None,
+               metrics: Optional[Mapping[str, Mapping[str, float]]] = None) -> str:
     """The CAM page's comparison as a report: ``results`` ``{method key: MethodResult}`` (no errors),
-    ``display_map(result) -> (H, W)``, ``curves`` ``{key: (deletion, insertion)}`` computed so far."""
+    ``display_map(result) -> (H, W)``, ``curves`` ``{key: (deletion, insertion)}`` computed so far,
+    ``metrics`` ``{key: {"metric name (direction)": value}}`` computed so far."""
     import cnnviz_core
     from cnnviz_core import plots
     from cnnviz_core.attribution import METHODS
@@ -206,7 +211,7 @@ def cam_report(handle, sel, view: np.ndarray, results: Mapping[str, Any], displa
             method=METHODS[k].display_name, key=k, png=png_bytes(rgb), params=dict(params.get(k, {})),
             cost=costs.get(k, METHODS[k].cost), seconds=None if r.cached else float(r.seconds),
             deletion=None if c is None else float(c[0].auc), insertion=None if c is None else float(c[1].auc),
-            notes=notes))
+            notes=notes, metrics=dict((metrics or {}).get(k, {}))))
     first = next(iter(results.values()), None)
     target_name = first.info.get("target_name", str(first.target)) if first is not None else "—"
     return build_report(ReportData(

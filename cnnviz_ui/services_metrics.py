@@ -157,6 +157,28 @@ def pointing_on_pairs(handle: ModelHandle, methods: Sequence[str], pairs: Sequen
             for m in methods]
 
 
+def applicable_methods(handle: ModelHandle, methods: Sequence[str]) -> list[str]:
+    """``methods`` that apply to ``handle`` (CAM needs a GAP head, layer methods a hookable model ...),
+    decided by the engine's own refusal on a grey image (a forward or two per refused method;
+    the cost of the methods that apply is paid later anyway)."""
+    from cnnviz_core.attribution import METHODS, explain_detailed
+    from cnnviz_core.errors import MethodUnavailableError
+
+    x = Image.new("RGB", (handle.input_size, handle.input_size), (128, 128, 128))
+    usable = []
+    for m in methods:
+        if METHODS[m].long_running:  # a refusal comes before the costly part; try it on the cheap ones only
+            usable.append(m)
+            continue
+        try:
+            result = explain_detailed(handle, x, [m], target=0, cache=None, on_error="collect")[m]
+        except MethodUnavailableError:
+            continue
+        if result.error is None:
+            usable.append(m)
+    return usable
+
+
 def leaderboard_rows(rows) -> list[dict]:
     """Pointing rows sorted best first, as the table shown and exported."""
     from cnnviz_core.attribution import METHODS

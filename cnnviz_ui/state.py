@@ -100,14 +100,6 @@ def require_model(sel: Optional[Selection] = None) -> ModelHandle:
     raise AssertionError("unreachable")  # st.stop() raises
 
 
-def load_available(name: str) -> ModelHandle:
-    """``name`` with its trained weights when they are here, else random weights (check
-    ``handle.weights_label``): for pages that compare fixed models, never waiting for a download."""
-    from cnnviz_core import get_entry
-
-    return get_engine().model(name, get_entry(name).available_weights())
-
-
 def session_owner() -> str:
     """A random id of this browser session (owner of its long jobs and of results of its uploads)."""
     return st.session_state.setdefault("_cnnviz_session_id", uuid.uuid4().hex)

@@ -167,8 +167,18 @@ def csv_bytes(rows: Sequence[dict]) -> bytes:
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        writer.writerow({k: _cell(v) for k, v in row.items()})
     return buf.getvalue().encode()
+
+
+def _cell(value) -> object:
+    """A CSV cell: None -> empty; text that a spreadsheet would run as a formula (``=``, ``+``, ``-``,
+    ``@``, tab, CR first: a path in an uploaded results file may be hostile) gets a leading ``'``."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def export_buttons(key: str, stem: str, *, png=None, npz=None, npy=None, json=None, csv=None,

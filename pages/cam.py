@@ -11,20 +11,25 @@ import numpy as np
 import streamlit as st
 
 from cnnviz_core import plots
-from cnnviz_core.attribution import METHODS
+from cnnviz_core.attribution import FAMILIES, METHODS
 from cnnviz_ui import chart, download_buttons, guard, page_header, page_selection, require_model, run_controls, \
     run_task, show_status, task_state
 from cnnviz_ui.compute import explain_image, explain_results, feature_maps, layer_table, model_view, \
     model_view_image, predict, predict_image
-from cnnviz_ui.metrics_view import auc_controls, auc_curves, auc_subtitles
+from cnnviz_ui.method_params import param_controls, with_shared
+from cnnviz_ui.metrics_view import auc_controls, auc_curves, auc_subtitles, metric_controls, metric_rows, \
+    metric_subtitles
 from cnnviz_ui.report import cam_report
 from cnnviz_ui.share import share_box, share_link, upload_note, write_page
 from cnnviz_ui.state import session_owner
 from cnnviz_ui.user_model import HOOK_FREE_METHODS
-from cnnviz_ui.widgets import TOP, method_caption, target_picker
+from cnnviz_ui.widgets import TOP, method_caption, table_download, target_picker
 
 DEFAULT_METHODS = ["cam", "gradcam", "gradcam++", "layercam", "eigencam", "guided_gradcam"]
 SLOW = tuple(k for k, m in METHODS.items() if m.long_running)
+#: Methods whose parameters have hand-made controls (ranges, cost per value); the others get controls
+#: drawn from their parameter dataclass (cnnviz_ui.method_params).
+HAND_DRAWN = {"scorecam", "ablationcam", "smoothgrad", "integrated_gradients", "occlusion"}
 
 page_header(
     "Class activation maps weight the feature maps of a convolution layer to show **where** the network found "
@@ -35,6 +40,7 @@ handle = require_model(sel)
 hookable = getattr(handle, "hookable", True)
 layers = handle.cam_layers if hookable else []
 offered = list(METHODS) if hookable else [m for m in METHODS if m in HOOK_FREE_METHODS]
+offered.sort(key=lambda k: list(FAMILIES).index(METHODS[k].family))  # grouped by family, registry order within
 if not hookable:
     st.info(f"{handle.spec.display_name} is TorchScript, which cannot be hooked: only the methods that need no layer "
             f"are offered ({', '.join(METHODS[m].display_name for m in offered)}).", icon=":material/info:")
@@ -80,10 +86,19 @@ if any(m not in offered for m in st.session_state.get("cam_methods", [])):
     st.session_state["cam_methods"] = [m for m in st.session_state["cam_methods"] if m in offered]
 
 c1, c2, c3 = st.columns([2.2, 1, 1.2])
-methods = c1.multiselect("Methods", offered, default=defaults, key="cam_methods",
-                         format_func=lambda k: METHODS[k].display_name + (" ⏱" if k in SLOW else ""),
-                         help="⏱ = many forward passes: computed when you press *Compute slow methods* "
-                              "(their parameters and cost are under *Slow methods*).")
+FAMILY_TAG = {"cam": "CAM", "gradient": "Gradient", "perturbation": "Perturbation", "region": "Regions"}
+
+
+def method_label(k: str) -> str:
+    """``Family · Name (cost) ⏱``: the picker lists the methods grouped by family, with their cost."""
+    m = METHODS[k]
+    return f"{FAMILY_TAG.get(m.family, m.family)} · {m.display_name} ({m.cost})" + (" ⏱" if k in SLOW else "")
+
+
+methods = c1.multiselect("Methods", offered, default=defaults, key="cam_methods", format_func=method_label,
+                         help="Grouped by family: " + "; ".join(FAMILIES.values()) + ". In brackets: the cost in "
+                              "passes of the model. ⏱ = many forward passes: computed when you press *Compute "
+                              "slow methods* (their parameters and cost are under *Slow methods*).")
 layer = None
 if layers:
     start = handle.default_layer if handle.default_layer in layers else layers[0]
@@ -91,6 +106,12 @@ if layers:
                          help=f"Default: {handle.default_layer} (last spatial layer).")
 with c3:
     target = target_picker(handle, sel, key="cam_target")
+
+
+def param_controls_needed(key: str) -> bool:
+    """Whether ``key`` has parameters of its own to draw (beyond the CAM options set for all maps)."""
+    from cnnviz_ui.method_params import field_kinds
+    return bool(field_kinds(METHODS[key].params_type))
 
 
 def layer_channels(path: Optional[str]) -> Optional[int]:
@@ -176,14 +197,40 @@ if chosen_slow:
             costs["occlusion"] = (f"{METHODS['occlusion'].cost}: {occlusion_windows(size, patch, stride)} occluded "
                                   f"forwards at {size} px")
             st.caption(f"Occlusion cost — {costs['occlusion']}.")
+        for m in chosen_slow:
+            if m not in HAND_DRAWN:
+                costs[m] = METHODS[m].cost
+                st.caption(f"{METHODS[m].display_name} cost — {costs[m]}"
+                           + (" (parameters under *Method parameters*)." if param_controls_needed(m) else "."))
 
+own_params = [m for m in methods if m not in HAND_DRAWN and param_controls_needed(m)] if methods else []
+if own_params:
+    with st.expander("Method parameters", expanded=False, icon=":material/tune:"):
+        st.caption("Each method's own parameters, checked by the engine; a refused value keeps the defaults.")
+        for m in own_params:
+            typed = param_controls(METHODS[m], f"cam_p_{m}")
+            if typed is not None:
+                options[m] = typed
+cam_chosen = [m for m in methods if METHODS[m].family == "cam"]
+if cam_chosen:
+    sm1, sm2 = st.columns(2)
+    aug = sm1.toggle("CAM maps: test-time augmentation smoothing", False, key="cam_aug_smooth",
+                     help="aug_smooth: each CAM map averaged over flips and scales of the image (6 passes each).")
+    eig = sm2.toggle("CAM maps: principal-component smoothing", False, key="cam_eigen_smooth",
+                     help="eigen_smooth: the first principal component of the weighted activations instead of "
+                          "their sum (less noise).")
+    if aug or eig:
+        for m in cam_chosen:
+            options[m] = with_shared(options.get(m) or METHODS[m].params_type(), aug_smooth=aug, eigen_smooth=eig)
 fast = [m for m in methods if m not in SLOW]
-slow_key = (handle.key, sel.digest, layer, target, tuple(chosen_slow), tuple(sorted(options.items())))
+slow_key = (handle.key, sel.digest, layer, target, tuple(chosen_slow),
+            tuple(sorted((k, v) for k, v in options.items() if k in chosen_slow)))
 slow_state = task_state("cam_slow")
 results: dict = {}
 with guard("Attribution"):
     if fast:
-        results.update(explain_results(handle, sel, fast, target, layer))
+        results.update(explain_results(handle, sel, fast, target, layer,
+                                       options={k: v for k, v in options.items() if k in fast}))
     if chosen_slow:
         slow_names = ", ".join(METHODS[m].display_name for m in chosen_slow)
         if run_controls("cam_slow", f"Compute slow methods ({slow_names})"):
@@ -206,8 +253,9 @@ for k, r in results.items():
     if r.error:
         st.warning(f"{METHODS[k].display_name}: {r.error}", icon=":material/info:")
 
-VIEWS = ["Methods side by side", "Per class", "Per layer", "Images × methods"]
-shown_views = VIEWS[:2] + ([VIEWS[2]] if layers else []) + ([VIEWS[3]] if len(sel.images) > 1 else [])
+VIEWS = ["Methods side by side", "Per class", "Per layer", "Images × methods", "Concepts (DFF)"]
+shown_views = (VIEWS[:2] + ([VIEWS[2]] if layers else []) + ([VIEWS[3]] if len(sel.images) > 1 else [])
+               + ([VIEWS[4]] if layers and "dff" in METHODS else []))
 
 
 @st.cache_resource(show_spinner=False, max_entries=48)
@@ -243,6 +291,8 @@ def comparison() -> None:
         per_class(view, colormap, opacity, shared)
     elif compare == VIEWS[3]:
         images_by_methods(colormap, opacity)
+    elif compare == VIEWS[4]:
+        concepts_view(view, opacity)
     else:
         per_layer(view, colormap, opacity, shared)
 
@@ -271,8 +321,10 @@ def side_by_side(view: np.ndarray, colormap: str, opacity: float, shared: bool, 
                 + (f" at layer `{layer}`." if layer else " (input-gradient methods, no layer)."))
     maps = {METHODS[k].display_name: display_map(r) for k, r in ok.items()}
     curves = auc_controls(handle, sel, ok, layer)
-    aucs = auc_subtitles(curves)
-    subtitles = tuple((METHODS[k].display_name, aucs[k]) for k in ok if k in aucs)
+    measured = metric_controls(handle, sel, ok, layer, options)
+    aucs, more = auc_subtitles(curves), metric_subtitles(measured)
+    lines = {k: " · ".join(t for t in (aucs.get(k), more.get(k)) if t) for k in ok}
+    subtitles = tuple((METHODS[k].display_name, lines[k]) for k in ok if lines[k])
     key = (handle.key, sel.digest, layer, first.target, tuple(ok), tuple(sorted(options.items())),
            session_owner() if sel.images or sel.user_model else None)
     chart(_grid_figure(view, maps, key, colormap, opacity, shared, ncols, subtitles), key="cam_grid")
@@ -296,9 +348,15 @@ def side_by_side(view: np.ndarray, colormap: str, opacity: float, shared: bool, 
     def report() -> str:
         return cam_report(handle, sel, view, ok, display_map, params={k: _method_params(k) for k in ok},
                           costs={k: costs.get(k, METHODS[k].cost) for k in ok}, curves=curves, layer=layer,
-                          predictions=preds, colormap=colormap, opacity=opacity, shared_scale=shared, link=link)
+                          predictions=preds, colormap=colormap, opacity=opacity, shared_scale=shared, link=link,
+                          metrics={k: {name: v for name, v in row.items() if name != "method"}
+                                   for k, row in zip(measured, measured_rows)})
 
     auc_curves(curves)
+    measured_rows = metric_rows(measured)
+    if measured_rows:
+        st.dataframe(measured_rows, hide_index=True, width="stretch")
+        table_download(measured_rows, key="cam_metrics_table", stem="cam-metrics")
     download_buttons([
         ("Report (HTML)", report, "cnnviz-cam-report.html", "text/html"),
         ("Grid (PNG)", lambda: plots.grid_png(panels(), cols=ncols), "cnnviz-cam-grid.png", "image/png"),
@@ -362,6 +420,46 @@ def images_by_methods(colormap: str, opacity: float) -> None:
                    "map; each map is scaled to its own range. Read one method down a column across the set.")
         if skipped:
             st.caption("Not applicable (image shown alone): " + "; ".join(skipped[:6]))
+
+
+def concepts_view(view: np.ndarray, opacity: float) -> None:
+    """Deep Feature Factorization (Collins et al. 2018) at the chosen layer: the concepts as colours over
+    the image, each concept's own map titled with its top classes."""
+    f1, f2 = st.columns([1, 3])
+    k = f1.slider("Concepts", 2, 8, _clamp("cam_dff_k", 2, 8, 4), key="cam_dff_k")
+    f2.caption(f"{METHODS['dff'].display_name}: non-negative matrix factorization of the activations at "
+               f"`{layer}` into {k} concepts; each concept's embedding goes through the rest of the network to "
+               f"name its top classes. Cost: {METHODS['dff'].cost}.")
+    with guard("Concepts"):
+        r = explain_results(handle, sel, ["dff"], target, layer,
+                            options={"dff": METHODS["dff"].params_type(concepts=k)})["dff"]
+        if r.error is not None:
+            st.info(r.error, icon=":material/info:")
+            return
+        concept_maps, concepts = r.info["concept_maps"], r.info["concepts"]
+        names = [", ".join(f"{n} {p:.0%}" for n, p in zip(c["names"], c["scores"])) for c in concepts]
+        combined = plots.concept_overlay(view, concept_maps, opacity=max(opacity, 0.3))
+        panels = [("All concepts", combined, None)]
+        for j, (m, title) in enumerate(zip(concept_maps, names)):
+            colour = plots.CONCEPT_COLOURS[j % len(plots.CONCEPT_COLOURS)]
+            swatch = f"<span style='color:rgb({colour[0]},{colour[1]},{colour[2]})'>■</span>"
+            panels.append((f"{swatch} Concept {j + 1}<br>{plots.subtitle(html.escape(title))}",
+                           _single_concept(view, m, j, opacity), None))
+        chart(plots.image_grid(panels, cols=min(5, len(panels)), height_per_row=250, encoding="jpeg"),
+              key="cam_dff_grid")
+        rows = [{"concept": j + 1, "top classes": t, "score for the target": float(c["target_score"])}
+                for j, (t, c) in enumerate(zip(names, concepts))]
+        st.dataframe(rows, hide_index=True, width="stretch")
+        table_download(rows, key="cam_dff_table", stem="dff-concepts")
+        st.caption(f"Concept {int(r.info['concept']) + 1} is the one the classifier ties most to "
+                   f"{r.info.get('target_name', 'the target')}: it is the map the comparison grid shows for DFF.")
+
+
+def _single_concept(view: np.ndarray, heat: np.ndarray, j: int, opacity: float) -> np.ndarray:
+    """One concept's map in its own colour (the others left out)."""
+    maps = np.zeros((j + 1, *heat.shape), np.float32)
+    maps[j] = heat
+    return plots.concept_overlay(view, maps, opacity=opacity)
 
 
 def per_layer(view: np.ndarray, colormap: str, opacity: float, shared: bool) -> None:

@@ -10,9 +10,10 @@ passes are shared, :mod:`.receptive_field` for the units' receptive fields.
 from __future__ import annotations
 
 # Importing registers the methods; the order of these imports is the order of METHODS.
-from . import cam, perturbation, gradient, occlusion  # noqa: F401  isort: skip
+from . import cam, cam_variants, fullgrad, fusion, dff, perturbation, perturbation_cams  # noqa: F401  isort: skip
+from . import gradient, gradient_extra, path_methods, lrp, occlusion, rise, surrogate  # noqa: F401  isort: skip
 from .api import RESULTS, MethodResult, UnitInfo, explain, explain_detailed, minmax, prepare_input
-from .registry import (METHODS, AblationCAMParams, Computed, IntegratedGradientsParams, Method, NoParams,
+from .registry import (FAMILIES, METHODS, AblationCAMParams, CAMParams, Computed, IntegratedGradientsParams, Method, NoParams,
                        OcclusionParams, Paper, Params, Product, ScoreCAMParams, SmoothGradParams,
                        resolve_methods)
 from .targets import ChannelTarget, ClassTarget, NeuronTarget, Target, UnitTarget
@@ -23,7 +24,7 @@ CAM_METHODS = tuple(k for k, m in METHODS.items() if m.family == "cam")
 GRADIENT_METHODS = tuple(k for k, m in METHODS.items() if m.family == "gradient")
 UNIT_METHODS = tuple(k for k, m in METHODS.items() if m.unit_targets)
 
-__all__ = ["CAM_METHODS", "GRADIENT_METHODS", "METHODS", "ORDER", "UNIT_METHODS", "AblationCAMParams",
+__all__ = ["CAM_METHODS", "FAMILIES", "GRADIENT_METHODS", "METHODS", "CAMParams", "ORDER", "UNIT_METHODS", "AblationCAMParams",
            "ChannelTarget", "ClassTarget", "Computed", "IntegratedGradientsParams", "Method", "MethodResult",
            "NeuronTarget", "NoParams", "OcclusionParams", "Paper", "Params", "Product", "RESULTS",
            "ScoreCAMParams", "SmoothGradParams", "Target", "UnitInfo", "UnitTarget", "explain",

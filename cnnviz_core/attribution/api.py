@@ -184,6 +184,7 @@ def explain_detailed(
         cls = cache.get((model.key, digest, "top1"))
     ctx = PassContext(model, x, layer, unit if unit is not None else cls, progress=progress, cancel=cancel)
     ctx.plan(set().union(*(m.passes for m in chosen if unit is None or m.unit_targets)))
+    ctx.plan_methods(chosen, typed)  # extra layers (multi-layer fusion, FullGrad) join the same pass
     results: dict[str, MethodResult] = {}
     described: Optional[tuple[UnitInfo, Optional[Box]]] = None
 

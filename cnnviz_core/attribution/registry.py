@@ -22,7 +22,17 @@ from ..errors import ParameterError
 if TYPE_CHECKING:  # pragma: no cover
     from .passes import PassContext
 
-Family = Literal["cam", "gradient", "perturbation"]
+Family = Literal["cam", "gradient", "perturbation", "region"]
+#: The families in the order the UI groups them, with a one-line description each. ``cam``: maps
+#: from a layer's channels, ``(H, W)``; ``gradient``: per input pixel and channel, ``(3, H, W)``;
+#: ``perturbation``: from forwards of masked/occluded inputs, ``(H, W)``; ``region``: attributions
+#: of superpixels or regions, ``(H, W)``.
+FAMILIES: dict[str, str] = {
+    "cam": "CAM family: a layer's channels, weighted",
+    "gradient": "Gradient family: per input pixel",
+    "perturbation": "Perturbation: forwards of masked inputs",
+    "region": "Regions: superpixels and segments",
+}
 
 
 class Product(str, enum.Enum):
@@ -100,7 +110,27 @@ class NoParams(Params):
 
 
 @dataclass(frozen=True)
-class ScoreCAMParams(Params):
+class CAMParams(Params):
+    """Options every CAM-family map accepts (pytorch-grad-cam's names): ``aug_smooth`` averages the
+    map over test-time augmentations (horizontal flip x scales), ``eigen_smooth`` replaces
+    ``sum_k w_k A_k`` by the first principal component of the weighted activations ``w_k A_k``.
+    A CAM method's own parameter dataclass subclasses this one."""
+
+    aug_smooth: bool = False
+    eigen_smooth: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("aug_smooth", "eigen_smooth"):
+            value = getattr(self, name)
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                value = value.lower() in ("true", "1", "yes")
+            if not isinstance(value, (bool, int)) or value not in (0, 1):
+                raise ParameterError(f"{name} must be true or false, got {value!r}")
+            self._set(name, bool(value))
+
+
+@dataclass(frozen=True)
+class ScoreCAMParams(CAMParams):
     """``batch_size`` masked images per forward; ``channels``: only the k most active channels
     (an approximation, labelled in the result); ``None`` = all channels (exact)."""
 
@@ -108,18 +138,20 @@ class ScoreCAMParams(Params):
     channels: Optional[int] = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self._set("batch_size", _positive_int("batch_size", self.batch_size))
         if self.channels is not None:
             self._set("channels", _positive_int("channels", self.channels))
 
 
 @dataclass(frozen=True)
-class AblationCAMParams(Params):
+class AblationCAMParams(CAMParams):
     """``batch_size`` ablated copies of the layer output per tail forward."""
 
     batch_size: int = 64
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self._set("batch_size", _positive_int("batch_size", self.batch_size))
 
 
@@ -188,7 +220,8 @@ class Method:
     ``"C"`` = number of channels of the layer). ``passes``: products of the shared main pass used.
     ``params_type``: the method's parameter dataclass (``params``: its defaults as a dict).
     ``long_running``: takes progress and cancel callbacks. ``unit_targets``: accepts channel and
-    neuron targets (:mod:`.targets`) as well as classes.
+    neuron targets (:mod:`.targets`) as well as classes. ``reference``: the library our parity test
+    compares the method with (the README's method table lists it).
     """
 
     key: str
@@ -204,6 +237,7 @@ class Method:
     long_running: bool = False
     unit_targets: bool = False
     description: str = ""
+    reference: str = ""
 
     @property
     def params(self) -> dict[str, Any]:
@@ -237,6 +271,7 @@ def register(
     long_running: bool = False,
     unit_targets: bool = False,
     description: str = "",
+    reference: str = "",
 ) -> Callable[[Any], Any]:
     """Decorator registering a method under ``key`` (each key exactly once, in definition order).
 
@@ -250,7 +285,7 @@ def register(
             key=key, display_name=display_name, paper=paper, family=family, needs=tuple(needs), cost=cost,
             class_discriminative=class_discriminative, passes=frozenset(Product(p) for p in passes),
             compute=compute, params_type=params, long_running=long_running, unit_targets=unit_targets,
-            description=description or (obj.__doc__ or "").strip().split("\n")[0])
+            description=description or (obj.__doc__ or "").strip().split("\n")[0], reference=reference)
         return obj
 
     return decorate

@@ -22,7 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "explain_cmd",
     "visualize_cmd",
     "audit_cmd",
-    "project_cmd", "topact_cmd",
+    "project_cmd", "topact_cmd", "methods_cmd",
 )
 
 

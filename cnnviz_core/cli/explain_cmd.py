@@ -31,42 +31,58 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", default="minmax", choices=("minmax", "none"),
                    help="CAM maps min-max scaled to [0, 1] (default) or raw")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="method parameter, e.g. --param channels=64 --param stride=16 (repeatable)")
+                   help="method parameter, e.g. --param channels=64 --param stride=16, or one method's: "
+                        "--param scorecam.batch_size=8 (repeatable; `methods` lists them)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
 
-def parse_params(items: list[str]) -> dict[str, Any]:
-    """``["steps=32", "baseline=black", "channels=none"]`` -> ``{"steps": 32, ...}``."""
+def _value(text: str) -> Any:
+    """``none`` -> None, ``true``/``false`` -> bool, numbers -> int/float, ``1,2,3`` -> a tuple, else text."""
+    value = text.strip()
+    if value.lower() == "none":
+        return None
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if "," in value:
+        return tuple(_value(v) for v in value.split(",") if v.strip())
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            continue
+    return value
+
+
+def parse_params(items: list[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``["steps=32", "baseline=black", "scorecam.channels=none"]`` -> flat parameters (every requested
+    method with that field) and per-method ones: ``({"steps": 32, "baseline": "black"},
+    {"scorecam": {"channels": None}})``."""
     params: dict[str, Any] = {}
+    options: dict[str, dict[str, Any]] = {}
     for item in items:
         key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ParameterError(f"--param expects KEY=VALUE, got {item!r}")
-        value: Any = text.strip()
-        if value.lower() == "none":
-            value = None
+        key = key.strip()
+        if not sep or not key:
+            raise ParameterError(f"--param expects KEY=VALUE or METHOD.KEY=VALUE, got {item!r}")
+        method, dot, name = key.rpartition(".")
+        if dot:
+            options.setdefault(method, {})[name] = _value(text)
         else:
-            for cast in (int, float):
-                try:
-                    value = cast(value)
-                    break
-                except ValueError:
-                    continue
-        params[key.strip()] = value
-    return params
+            params[key] = _value(text)
+    return params, options
 
 
 def run(args: argparse.Namespace) -> int:
     from ..attribution import explain_detailed, resolve_methods
 
     methods = [m.key for m in resolve_methods(args.methods)]  # validate before any heavy work
-    params = parse_params(args.param)
+    params, options = parse_params(args.param)
     image = load_image(args.image)
     handle = load_model_from_args(args)
     x = handle.preprocess(image)
     results = explain_detailed(handle, x, methods, args.target, args.layer, progress=stderr_progress("explain "),
-                               cache=None, **params)
+                               cache=None, options=options, **params)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "input.npy", x.detach().cpu().numpy().astype(np.float32))
@@ -81,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         "methods": {k: {"file": f"{k}.npy", "shape": list(r.raw.shape), "family": r.family,
                         "seconds": round(r.seconds, 4), "info": r.info} for k, r in results.items()},
         "seconds": {k: round(r.seconds, 4) for k, r in results.items()},
-        "params": params,
+        "params": params, "method_params": options,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     if args.json:

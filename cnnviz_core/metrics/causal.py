@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from ..errors import ParameterError
 from ..models import ModelHandle
 from ..progress import CancelToken, ProgressFn, check_cancel, report
+from .registry import Curve, MetricResult, Paper, Params, register_metric
+from .registry import choice as _choice, positive_int as _positive_int
 
 Substrate = Literal["zeros", "black", "blur"]
 
@@ -117,3 +119,60 @@ def deletion(handle: ModelHandle, x: torch.Tensor, saliency, target: int, **kwar
 def insertion(handle: ModelHandle, x: torch.Tensor, saliency, target: int, **kwargs) -> CausalCurve:
     """Insertion curve (RISE): higher AUC = the map found what the model needs."""
     return causal_curve(handle, x, saliency, target, "insertion", **kwargs)
+
+
+# ---- registered metrics -----------------------------------------------------------------------------
+RISE = Paper("Petsiuk, Das & Saenko", 2018, "RISE: Randomized Input Sampling for Explanation of Black-box Models",
+             "https://arxiv.org/abs/1806.07421")
+
+
+@dataclass(frozen=True)
+class CausalParams(Params):
+    """``step`` pixels per step (default ``H * W / 100``); ``substrate`` ``zeros``, ``black`` or
+    ``blur`` (default: zeros for deletion, blur for insertion); ``batch_size`` images per forward."""
+
+    step: Optional[int] = None
+    substrate: Optional[str] = None
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.step is not None:
+            self._set("step", _positive_int("step", self.step))
+        if self.substrate is not None:
+            self._set("substrate", _choice("substrate", self.substrate, ("zeros", "black", "blur")))
+        self._set("batch_size", _positive_int("batch_size", self.batch_size))
+
+
+def _registered_curve(kind: Literal["deletion", "insertion"], handle, x, saliency_map, target, params: CausalParams,
+                      progress, cancel) -> MetricResult:
+    c = causal_curve(handle, x, saliency_map, target, kind, step=params.step,
+                     substrate=params.substrate,  # type: ignore[arg-type]
+                     batch_size=params.batch_size, progress=progress, cancel=cancel)
+    done = "deleted" if kind == "deletion" else "inserted"
+    return MetricResult(kind, c.auc, kind == "insertion",
+                        curves={kind: Curve(c.fractions, c.probs, f"share of pixels {done}", "target probability")},
+                        details={"step": c.step, "substrate": c.substrate})
+
+
+@register_metric(
+    "deletion", display_name="Deletion AUC", paper=RISE, reference="TorchCAM (DeletionInsertionMetric), RISE code",
+    higher_is_better=False, value_range="[0, 1]", cost="101 forwards (step = 1% of the pixels)",
+    needs=("forwards",), params=CausalParams, long_running=True,
+)
+def deletion_metric(handle, x: torch.Tensor, saliency_map, target, params: CausalParams = CausalParams(),
+                    progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None, *, explain=None,
+                    mask=None) -> MetricResult:
+    """Area under the target probability as the most salient pixels are deleted (:func:`deletion`)."""
+    return _registered_curve("deletion", handle, x, saliency_map, target, params, progress, cancel)
+
+
+@register_metric(
+    "insertion", display_name="Insertion AUC", paper=RISE, reference="TorchCAM (DeletionInsertionMetric), RISE code",
+    higher_is_better=True, value_range="[0, 1]", cost="101 forwards (step = 1% of the pixels)",
+    needs=("forwards",), params=CausalParams, long_running=True,
+)
+def insertion_metric(handle, x: torch.Tensor, saliency_map, target, params: CausalParams = CausalParams(),
+                     progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None, *, explain=None,
+                     mask=None) -> MetricResult:
+    """Area under the target probability as the most salient pixels are inserted (:func:`insertion`)."""
+    return _registered_curve("insertion", handle, x, saliency_map, target, params, progress, cancel)

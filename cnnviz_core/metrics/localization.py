@@ -23,6 +23,7 @@ from ..errors import ParameterError
 from ..models import ModelHandle
 from ..progress import CancelToken, ProgressFn, check_cancel, report
 from .causal import saliency_2d
+from .registry import MetricResult, NoParams, Paper, Params, need, real, register_metric
 
 
 def _map_and_mask(saliency, mask) -> tuple[np.ndarray, np.ndarray]:
@@ -117,3 +118,47 @@ def format_table(rows: Sequence[PointingRow]) -> str:
         lines.append(f"{r.method:<22}{cols}  {r.energy:14.1%}  {r.energy_wins:9.1%}  {r.n:<5} "
                      f"{'yes' if r.class_discriminative else 'no'}")
     return "\n".join(lines)
+
+
+# ---- registered metrics -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PointingParams(Params):
+    """``tolerance``: a hit within this many pixels of the mask counts (TorchRay: 15 px)."""
+
+    tolerance: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._set("tolerance", real("tolerance", self.tolerance, low=0.0))
+
+
+@register_metric(
+    "pointing_game", display_name="Pointing game",
+    paper=Paper("Zhang, Bargal, Lin, Brandt, Shen & Sclaroff", 2018, "Top-down Neural Attention by Excitation Backprop",
+                "https://arxiv.org/abs/1608.00507"),
+    reference="TorchRay (pointing game)", higher_is_better=True, value_range="{0, 1}", cost="no forward",
+    needs=("mask",), params=PointingParams,
+)
+def pointing_game_metric(handle, x: torch.Tensor, saliency_map, target, params: PointingParams = PointingParams(),
+                         progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None, *,
+                         explain=None, mask=None) -> MetricResult:
+    """1 when the map's maximum lies in the object's mask (within ``tolerance`` px), else 0 (:func:`pointing_game`)."""
+    mask = need("pointing_game", "the object's ground-truth mask", mask)
+    return MetricResult("pointing_game", float(pointing_game(saliency_map, mask, params.tolerance)), True,
+                        details={"tolerance": params.tolerance})
+
+
+@register_metric(
+    "energy_pointing_game", display_name="Energy pointing game",
+    paper=Paper("Wang, Wang, Du, Yang, Zhang, Ding, Mardziel & Hu", 2020,
+                "Score-CAM: Score-Weighted Visual Explanations for Convolutional Neural Networks",
+                "https://arxiv.org/abs/1910.01279"),
+    reference="Score-CAM paper (Sec. 4.2)", higher_is_better=True, value_range="[0, 1]", cost="no forward",
+    needs=("mask",),
+)
+def energy_pointing_game_metric(handle, x: torch.Tensor, saliency_map, target, params: NoParams = NoParams(),
+                                progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None, *,
+                                explain=None, mask=None) -> MetricResult:
+    """Share of the map's positive energy inside the object's mask (:func:`energy_in_mask`)."""
+    mask = need("energy_pointing_game", "the object's ground-truth mask", mask)
+    return MetricResult("energy_pointing_game", energy_in_mask(saliency_map, mask), True)

@@ -264,3 +264,33 @@ def test_applications_page_refuses_a_path_outside_the_roots(world, spies):
     at.text_input(key="app_audit_path").set_value("r").run()  # relative to the first root: works
     _no_exception(at)
     assert not at.error and any("**1 images**" in m.value for m in at.markdown)
+
+
+def test_audit_tables_download_as_csv_with_formulas_defused(world, tmp_path, monkeypatch):
+    """The leaderboard, worst rows and failed rows each have a CSV download; a hostile path that a
+    spreadsheet would run as a formula is written as text."""
+    import csv
+
+    from streamlit.delta_generator import DeltaGenerator
+
+    recorded: dict = {}
+    original = DeltaGenerator.download_button
+
+    def record(self, label, data, file_name=None, *args, **kwargs):
+        recorded[file_name] = data
+        return original(self, label, data, file_name, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaGenerator, "download_button", record)
+    rows = [_row("=HYPERLINK(\"http://evil.example\")", deletion_auc=0.9), _row("plain.png"),
+            {**_row("@bad.png"), "status": "failed", "error": "+cmd|' /C calc'!A0"}]
+    at = _upload(_write(tmp_path, rows_to_table(rows)))
+    _no_exception(at)
+    names = {"cnnviz-audit-leaderboard.csv", "cnnviz-audit-worst-rows.csv", "cnnviz-audit-failed-rows.csv"}
+    assert names <= set(recorded), sorted(recorded)
+    tables = {n: list(csv.DictReader(io.StringIO((recorded[n]() if callable(recorded[n]) else recorded[n]).decode())))
+              for n in names}
+    assert [r["method"] for r in tables["cnnviz-audit-leaderboard.csv"]] == ["gradcam"]
+    worst_paths = {r["path"] for r in tables["cnnviz-audit-worst-rows.csv"]}
+    assert "'=HYPERLINK(\"http://evil.example\")" in worst_paths and "plain.png" in worst_paths
+    failed = tables["cnnviz-audit-failed-rows.csv"]
+    assert [(r["path"], r["error"]) for r in failed] == [("'@bad.png", "'+cmd|' /C calc'!A0")]

@@ -1,6 +1,7 @@
 """cnnviz_core.plots: pure numpy -> Plotly figure builders."""
 from __future__ import annotations
 
+import base64
 import io
 
 import numpy as np
@@ -56,11 +57,18 @@ def test_overlay_grid_shared_scale_keeps_raw_values_per_map_normalizes(image):
     assert [a["text"] for a in alone["layout"]["annotations"]] == ["small", "big<br>" + plots.subtitle("AUC 0.5")]
 
 
-def test_overlay_grid_panels_are_png_images_in_separate_cells(image):
-    maps = {f"m{i}": np.random.default_rng(i).random((32, 40)) for i in range(5)}
+def test_overlay_grid_panels_are_jpeg_over_a_photo_png_alone_in_separate_cells():
+    yy, xx = np.mgrid[0:32, 0:40]
+    image = np.stack([yy * 8, xx * 6, (yy + xx) * 3], axis=-1).astype(np.uint8)  # smooth, like a photo
+    maps = {f"m{i}": np.sin((xx + i) / 6.0) * np.cos(yy / 5.0) for i in range(5)}
     fig = valid(plots.overlay_grid(image, maps, cols=3, hover=False))
     sources = [d["source"] for d in fig["data"] if d["type"] == "image"]
-    assert len(sources) == 5 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert len(sources) == 5 and all(s.startswith("data:image/jpeg;base64,") for s in sources)
+    decoded = np.asarray(Image.open(io.BytesIO(base64.b64decode(sources[0].split(",", 1)[1]))))
+    exact = plots.overlay(image, np.asarray(maps["m0"], np.float64), "Jet", 0.5, *plots.scale_range([maps["m0"]]))
+    assert decoded.shape == exact.shape and np.abs(decoded.astype(int) - exact).mean() < 8  # lossy, close
+    plain = valid(plots.overlay_grid(None, maps, cols=3, hover=False))
+    assert all(d["source"].startswith("data:image/png;base64,") for d in plain["data"] if d["type"] == "image")
     domains = [tuple(fig["layout"][f"xaxis{'' if i == 0 else i + 1}"]["domain"]) for i in range(5)]
     assert len(set(domains[:3])) == 3 and domains[0] == domains[3]  # 3 columns, row-major
 
