@@ -2,8 +2,8 @@
 
 DeepLIFT explains ``f(x) - f(x')`` by *multipliers* ``m = dt / dx`` that replace each local gradient
 of a nonlinearity ``y = g(x)`` by the secant ``(g(x) - g(x')) / (x - x')`` between the input and the
-reference (the paper's rescale rule, Sec. 3.5.1); linear layers (convolutions, BatchNorm in eval
-mode, average pooling, additions) keep their gradients, and the chain rule for multipliers (Sec. 3.3)
+reference (the paper's rescale rule); linear layers (convolutions, BatchNorm in eval
+mode, average pooling, additions) keep their gradients, and the paper's chain rule for multipliers
 is ordinary back-propagation. Attributions are ``(x - x') * m`` and sum to ``f(x) - f(x')``
 ("summation-to-delta").
 

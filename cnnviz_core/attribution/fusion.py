@@ -22,7 +22,7 @@ resolution (``M_l``). Fusions:
   depth survive; the coarse deep map denoises the fine shallow ones. Default base Grad-CAM++ as in
   the paper's code (pytorch-grad-cam's ``RefineCAM``, written by the paper's author, which
   multiplies the per-layer maps at input resolution like this; TorchCAM's multiplies at the largest
-  layer resolution instead, r >= 0.99 between them on our tests).
+  layer resolution instead: r >= 0.99 between the two with Grad-CAM on our tests).
 
 Bilinear upsampling everywhere (``align_corners=False``, pgc's cv2 and TorchCAM's interpolate).
 Default ``layers`` (None): the request's layer and the outputs that end the two stages before it:
@@ -30,11 +30,10 @@ among the children of the layer's ancestors (and of the layer itself), the last 
 order whose output has each of the two next larger resolutions - e.g. ``layer2, layer3, layer4``
 for a ResNet, the ReLUs before the last two max-pools for a VGG, ``denseblock2, denseblock3,
 norm5`` for a DenseNet.
-Found once per (model, layer, input size) by one forward of a zero image with shape-recording
-hooks (cached, not counted in ``passes_run``).
+The output shapes are found once per (model, input size) by one forward of a zero image with
+shape-recording hooks (cached, not counted in ``passes_run``).
 
-Output: ``(H, W)`` raw fused map in [0, 1] (mean, max) or [0, 1] (product), min-max scaled by
-:mod:`.api`; ``layer_map``: for ``max`` the fused map at the largest layer resolution, else None.
+Output: ``(H, W)`` raw fused map in [0, 1], min-max scaled by :mod:`.api`; ``layer_map``: for ``max`` the fused map at the largest layer resolution, else None.
 ``info``: the layers, the base method and the fusion. ``aug_smooth`` is pgc's test-time augmentation
 of the whole fused map (six inputs, each fused map min-max scaled, averaged); ``eigen_smooth`` is
 handed to the base method at each layer (pgc applies it per layer too).

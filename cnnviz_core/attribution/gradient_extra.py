@@ -323,7 +323,7 @@ def deeplift(ctx: PassContext, p: DeepLiftParams) -> Computed:
           passes=(P.LOGITS,), needs=("gradients", "extra_forwards"), cost="samples (at batch 2)",
           class_discriminative=True, params=DeepLiftShapParams, long_running=True, unit_targets=True)
 def deeplift_shap(ctx: PassContext, p: DeepLiftShapParams) -> Computed:
-    """DeepLiftSHAP (Lundberg & Lee 2017, Sec. 4.2; Captum ``DeepLiftShap``): DeepLift (rescale) of
+    """DeepLiftSHAP (Deep SHAP of Lundberg & Lee 2017; Captum ``DeepLiftShap``): DeepLift (rescale) of
     ``x`` against each reference of ``distribution``, averaged over the references."""
     _resolve(ctx)
     gen = torch.Generator(device=ctx.x.device).manual_seed(p.seed)

@@ -290,7 +290,8 @@ class SmoothGradCAMpp(WeightedCAM):
     ``A_ab * D3_ab`` over the map where Eq. 19 has ``(sum_ab A_ab) * D3_ij``. Noise std is ``noise * (max(x) - min(x))``
     (SmoothGrad's convention; TorchCAM takes an absolute std, default 0.3)."""
 
-    def weights(self, ctx: PassContext, a: torch.Tensor, p: SmoothGradCAMppParams, info: dict[str, Any]) -> torch.Tensor:
+    def weights(self, ctx: PassContext, a: torch.Tensor, p: SmoothGradCAMppParams,
+                info: dict[str, Any]) -> torch.Tensor:
         d1, d2, d3, sigma = noisy_layer_gradients(ctx, p.samples, p.noise, p.batch_size, p.seed,
                                                   "Smooth Grad-CAM++ samples")
         den = 2 * d2 + a.double().sum(dim=(1, 2), keepdim=True) * d3

@@ -28,7 +28,8 @@ def method_rows() -> list[dict[str, Any]]:
     return [{"key": m.key, "name": m.display_name, "family": m.family, "cost": m.cost, "slow": m.long_running,
              "needs": list(m.needs), "params": {k: v for k, v in m.params.items()},
              "paper": m.paper.cite(), "paper_short": f"{m.paper.authors} {m.paper.year}", "link": m.paper.link,
-             "reference": m.reference, "parity": PARITY.get(m.key, "")} for m in METHODS.values()]
+             "reference": PARITY.get(m.key, (m.reference, ""))[0] or m.reference,
+             "parity": PARITY.get(m.key, ("", ""))[1]} for m in METHODS.values()]
 
 
 def metric_rows() -> list[dict[str, Any]]:

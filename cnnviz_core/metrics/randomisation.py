@@ -12,7 +12,9 @@ in ``named_modules`` order (``bottom_up``, the paper's recommendation) or revers
 is reset right after ``torch.manual_seed(seed + 1)``. Every layer is seeded alike, so the fully
 randomized model does not depend on the order and same-shaped layers get the same weights. The
 global torch generator is forked and restored around each reset. ``explain`` (an
-:data:`~.registry.Explainer`) recomputes the judged method's map under the randomized model.
+:data:`~.registry.Explainer`) recomputes the judged method's map under the randomized model. Every
+compared map, the original model's too, comes from ``explain`` (so all share one scale, raw or
+min-max); the ``saliency_map`` argument only fixes the expected shape.
 
 * **smooth MPRT** (sMPRT, Sec. 4.1): noise is averaged away before comparing. Each explanation is
   the mean of ``samples`` maps of ``x + eps``, ``eps ~ N(0, (noise * (max x - min x))^2)``, the last
@@ -20,18 +22,18 @@ global torch generator is forked and restored around each reset. ``explain`` (an
   taken (Quantus's ``normalise`` and ``abs``). The value is the Spearman rank correlation between
   the denoised map of the original model and that of the fully randomized one. Lower is better.
   The noise comes from numpy's legacy ``RandomState(seed)``, drawn in Quantus's order (original
-  model, then each randomized step). The paper denoises the original model's explanation too; it is
-  recomputed here, and the given map is not used.
+  model, then each randomized step). The paper denoises the original model's explanation too.
 * **efficient MPRT** (eMPRT, Sec. 4.2): the relative rise in the explanation's complexity,
   ``(H(m_random) - H(m)) / H(m)``, with ``H`` the Shannon entropy of a ``bins``-bin histogram of
   the map (Quantus ``discrete_entropy``). Higher is better (a randomized model should explain
   noise).
 * **random logit**: SSIM between the map for the target and the map for a random other class
   ``c'`` (numpy's ``RandomState(seed).randint(0, K - 1)``-th of the other classes, Quantus's draw).
-  Both maps are divided by their largest ``|.|`` (Quantus ``normalise_by_max``), with
-  ``data_range`` = the spread of both. Lower is better. Quantus computes SSIM on the *flattened*
-  maps, a 1-D SSIM. The paper compares images, so SSIM here is 2-D (7x7 windows, scikit-image
-  defaults). Gradient maps are reduced to ``max_c |.|`` first.
+  Quantus takes the target's map as given; here it is recomputed by ``explain`` (the same map when
+  the caller's came from the same method and scale). Both maps are divided by their largest
+  ``|.|`` (Quantus ``normalise_by_max``), with ``data_range`` = the spread of both. Lower is
+  better. Quantus computes SSIM on the *flattened* maps, a 1-D SSIM. The paper compares images, so
+  SSIM here is 2-D (7x7 windows, scikit-image defaults). Gradient maps are reduced to ``max_c |.|`` first.
 """
 from __future__ import annotations
 
@@ -203,18 +205,21 @@ def discrete_entropy(m: np.ndarray, bins: int = 100) -> float:
 @register_metric(
     "efficient_mprt", display_name="Efficient MPRT", paper=SANITY_REVISITED, reference="Quantus (EfficientMPRT)",
     higher_is_better=True, value_range=">= -1",
-    cost="1 explanation (all_layers: L) and a copy of the model", needs=("explain", "model_copy"),
+    cost="2 explanations (all_layers: 1 + L) and a copy of the model", needs=("explain", "model_copy"),
     params=EfficientMPRTParams, long_running=True,
 )
 def efficient_mprt(handle, x: torch.Tensor, saliency_map, target, params: EfficientMPRTParams = EfficientMPRTParams(),
                    progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None, *,
                    explain: Optional[Explainer] = None, mask=None) -> MetricResult:
     """Relative rise of the map's histogram entropy from the original to the fully randomized model.
-    ``saliency_map`` is the original model's map, as ``explain`` computes it."""
+    Both maps come from ``explain``; ``saliency_map`` only fixes the expected shape."""
     explain = need("efficient_mprt", "an explain callable (model, x, target) -> map", explain)
     x, s, target = check_input(handle, x, saliency_map, target)
     layers = _layers_or_refuse(handle, "efficient_mprt")
-    h0 = discrete_entropy(s.double().cpu().numpy(), params.bins)
+    original = _explained(explain, handle.model, x, target)  # as Quantus: both maps from ``explain``
+    if original.shape != tuple(s.shape):
+        raise ParameterError(f"explain returned a map of shape {original.shape}, expected {tuple(s.shape)}")
+    h0 = discrete_entropy(original, params.bins)
     if h0 == 0:
         raise ParameterError("efficient_mprt needs a map that is not constant (its entropy is 0)")
     total = len(layers) if params.all_layers else 1
@@ -262,23 +267,25 @@ def ssim_2d(a: np.ndarray, b: np.ndarray) -> float:
         "Sixt, Granz & Landgraf", 2020, "When Explanations Lie: Why Many Modified BP Attributions Fail",
         "https://arxiv.org/abs/1912.09818"),
     reference="Quantus (RandomLogit), with 2-D SSIM", higher_is_better=False, value_range="[-1, 1]",
-    cost="1 explanation", needs=("explain",), params=RandomLogitParams,
+    cost="2 explanations", needs=("explain",), params=RandomLogitParams,
 )
 def random_logit(handle, x: torch.Tensor, saliency_map, target, params: RandomLogitParams = RandomLogitParams(),
                  progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None, *,
                  explain: Optional[Explainer] = None, mask=None) -> MetricResult:
     """SSIM between the map for the target and the map for a random other class (low: the method
-    is class-sensitive)."""
+    is class-sensitive). Both maps come from ``explain``; ``saliency_map`` only fixes the shape."""
     explain = need("random_logit", "an explain callable (model, x, target) -> map", explain)
     x, s, target = check_input(handle, x, saliency_map, target)
     if handle.num_classes < 2:
         raise MethodUnavailableError("random_logit needs a model with at least 2 classes")
     check_cancel(cancel)
     other = off_class(handle.num_classes, target, params.seed)
+    m_target = torch.from_numpy(_explained(explain, handle.model, x, target))
     m_off = torch.from_numpy(_explained(explain, handle.model, x, other))
-    if tuple(m_off.shape) != tuple(s.shape):
-        raise ParameterError(f"explain returned a map of shape {tuple(m_off.shape)}, expected {tuple(s.shape)}")
-    a = _max_normalised(saliency_2d(s.cpu()).double().numpy())
+    for m in (m_target, m_off):
+        if tuple(m.shape) != tuple(s.shape):
+            raise ParameterError(f"explain returned a map of shape {tuple(m.shape)}, expected {tuple(s.shape)}")
+    a = _max_normalised(saliency_2d(m_target).double().numpy())
     b = _max_normalised(saliency_2d(m_off).double().numpy())
     report(progress, 1, 1, "random logit")
     return MetricResult("random_logit", ssim_2d(a, b), False, maps={"off_class": b.astype(np.float32)},

@@ -6,7 +6,8 @@ Captum's ``sensitivity_max`` does, by the maximum over ``samples`` perturbations
 from the L-infinity ball of ``radius`` (normalized input units; Captum's default 0.02) around
 ``x``; the ratio uses ``||m(x)|| = 1`` when the map is all zeros (Captum's guard). The map is
 recomputed for every perturbed input by the same method: an :data:`~.registry.Explainer` is
-required. Lower is better (a small change of the input should not change the explanation much).
+required; it also gives ``m(x)``, so the judged map's scale (raw or min-max) does not matter.
+Lower is better (a small change of the input should not change the explanation much).
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def uniform_perturbations(shape: tuple[int, ...], samples: int, radius: float, s
     paper=Paper("Yeh, Hsieh, Suggala, Inouye & Ravikumar", 2019, "On the (In)fidelity and Sensitivity of Explanations",
                 "https://arxiv.org/abs/1901.09392"),
     reference="Captum (captum.metrics.sensitivity_max)", higher_is_better=False, value_range=">= 0",
-    cost="samples explanations (10 by default)", needs=("explain",), params=MaxSensitivityParams,
+    cost="1 + samples explanations (11 by default)", needs=("explain",), params=MaxSensitivityParams,
     long_running=True,
 )
 def max_sensitivity(handle, x: torch.Tensor, saliency_map, target,
@@ -56,8 +57,9 @@ def max_sensitivity(handle, x: torch.Tensor, saliency_map, target,
                     cancel: Optional[CancelToken] = None, *, explain: Optional[Explainer] = None, mask=None,
                     perturbations: Optional[torch.Tensor] = None) -> MetricResult:
     """Largest relative change of the map, ``||m(x + d) - m(x)|| / ||m(x)||``, over random small
-    perturbations ``d``. ``saliency_map`` is ``m(x)``, as ``explain`` computes it;
-    ``perturbations``: ``(samples, 3, H, W)`` to use instead of drawing them."""
+    perturbations ``d``. Every map, ``m(x)`` included, comes from ``explain`` (one scale for all);
+    ``saliency_map`` only fixes the expected shape. ``perturbations``: ``(samples, 3, H, W)`` to
+    use instead of drawing them."""
     explain = need("max_sensitivity", "an explain callable (the same method on perturbed inputs)", explain)
     x, s, target = check_input(handle, x, saliency_map, target)
     if perturbations is None:
@@ -65,7 +67,10 @@ def max_sensitivity(handle, x: torch.Tensor, saliency_map, target,
     perturbations = torch.as_tensor(perturbations).float()
     if perturbations.ndim != 4 or perturbations.shape[1:] != x.shape[1:]:
         raise ParameterError(f"perturbations must be (samples, 3, H, W), got {tuple(perturbations.shape)}")
-    m0 = s.double().cpu().numpy()
+    # m(x) from ``explain`` too (as Captum does), so that every compared map has the same scale
+    m0 = as_numpy(explain(handle.model, x, target)).astype(np.float64)
+    if m0.shape != tuple(s.shape):
+        raise ParameterError(f"explain returned a map of shape {m0.shape}, expected {tuple(s.shape)}")
     norm0 = float(np.linalg.norm(m0.ravel())) or 1.0
     ratios = []
     for i, d in enumerate(perturbations):

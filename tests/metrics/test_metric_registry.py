@@ -311,3 +311,16 @@ def test_registered_classic_metrics_equal_their_functions(toy):
     assert run("pointing_game", handle, x, sal, mask=mask).value == 1.0 == float(pointing_game(sal, mask))
     assert run("pointing_game", handle, x, quadrant(False), mask=mask, tolerance=30).value == 1.0
     assert run("energy_pointing_game", handle, x, sal, mask=mask).value == pytest.approx(energy_in_mask(sal, mask))
+
+
+def test_metrics_that_re_explain_do_not_depend_on_the_given_maps_scale(tiny):
+    handle, x = tiny
+    explain = method_explainer(handle, "gradcam")
+    scaled = explain(handle.model, x, 3)
+    raw = scaled * 5.0 - 2.0  # e.g. a caller passing the raw map of a min-max explainer
+    for key, kwargs in (("max_sensitivity", {"samples": 2}), ("random_logit", {}), ("efficient_mprt", {})):
+        a = run(key, handle, x, scaled, 3, explain=explain, **kwargs).value
+        b = run(key, handle, x, raw, 3, explain=explain, **kwargs).value
+        assert a == b, key
+    with pytest.raises(ParameterError, match="shape"):
+        run("random_logit", handle, x, np.zeros((3, 32, 32), np.float32), 3, explain=explain)
