@@ -294,7 +294,7 @@ def metric_controls(handle: ModelHandle, sel: Selection, results: Mapping[str, o
 
                     explainer = method_explainer(handle, m, layer=layer if METHODS[m].uses_layer else None,
                                                  **params[m].as_dict())
-                    value = evaluate(handle, x, r.raw, r.target, [k], explain=explainer, progress=inner,
+                    value = evaluate(handle, x, r.scaled, r.target, [k], explain=explainer, progress=inner,
                                      cancel=cancel)[k]
                     cache.put(wanted[m, k], value)
 
