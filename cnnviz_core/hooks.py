@@ -2,6 +2,8 @@
 
 * :func:`capture` records the outputs of named layers during forwards run inside the block
   (optionally made differentiable, optionally stopping the forward right after a layer).
+* :func:`gradient_taps` records the gradient at named layers' outputs during the first backward
+  through them, without copying the outputs (tensor hooks registered by forward hooks).
 * :func:`relu_backward_rule` changes how ReLU back-propagates (plain / guided / deconvnet) for
   forwards run inside the block, *without touching the model*: it is a thread-local
   ``TorchFunctionMode`` that routes every ReLU call - ``nn.ReLU`` modules, ``F.relu`` and
@@ -95,6 +97,67 @@ def capture(
                     "state_dict or a .pt2 (torch.export) file; saliency, Integrated Gradients, SmoothGrad and "
                     "occlusion work on TorchScript") from None
         yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@dataclass
+class GradientTaps:
+    """What :func:`gradient_taps` records: ``grads[path]`` the gradient at the layer's output (first
+    backward through it), ``shapes[path]`` the output's shape, dtype and device (layers the forward ran)."""
+
+    grads: dict[str, torch.Tensor] = field(default_factory=dict)
+    shapes: dict[str, tuple[torch.Size, torch.dtype, torch.device]] = field(default_factory=dict)
+
+    def gradient(self, path: str) -> Optional[torch.Tensor]:
+        """The recorded gradient; zeros when the forward ran the layer but no backward reached it;
+        None when the forward never ran it."""
+        if path in self.grads:
+            return self.grads[path]
+        if path in self.shapes:
+            shape, dtype, device = self.shapes[path]
+            return torch.zeros(shape, dtype=dtype, device=device)
+        return None
+
+
+@contextmanager
+def gradient_taps(model: nn.Module, layers: Sequence[str]) -> Iterator[GradientTaps]:
+    """Record d(score)/d(output) of each layer in ``layers`` during the FIRST backward that reaches it
+    after a forward run inside the block (later backwards, e.g. other ReLU rules, are ignored).
+
+    Unlike :func:`capture` with ``differentiable=True`` nothing is copied and the network is not
+    changed: a forward hook registers a tensor hook on the output. A tensor hook registered before an
+    in-place op (``ReLU(inplace=True)`` after a BatchNorm) receives the gradient w.r.t. the value
+    before that op, i.e. the layer's own output. The backward must pass through the layers (a
+    gradient to the input does); only the last call of a layer per forward counts. Forward hooks are
+    removed when the block exits; tensor hooks die with the forward's tensors."""
+    taps = GradientTaps()
+    latest: dict[str, object] = {}
+    handles = []
+
+    def make_hook(path: str):
+        def forward_hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            out = _first_tensor(output)
+            token = object()
+            latest[path] = token
+            taps.shapes[path] = (out.shape, out.dtype, out.device)
+            taps.grads.pop(path, None)
+            if out.requires_grad:
+                def tensor_hook(grad: torch.Tensor) -> None:
+                    if latest.get(path) is token and path not in taps.grads:
+                        taps.grads[path] = grad.detach()
+                out.register_hook(tensor_hook)
+
+        return forward_hook
+
+    try:
+        for path in dict.fromkeys(layers):
+            try:
+                handles.append(get_module(model, path).register_forward_hook(make_hook(path)))
+            except RuntimeError as exc:
+                raise MethodUnavailableError(f"layer {path!r} cannot be hooked ({str(exc).splitlines()[0][:80]})") from None
+        yield taps
     finally:
         for h in handles:
             h.remove()

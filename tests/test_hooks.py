@@ -90,3 +90,26 @@ def test_relu_rule_is_thread_local():
         net(x)
         t.join()
     assert seen_in_other_thread and state.calls == 3
+
+
+def test_gradient_taps_record_the_layer_output_gradient_before_in_place_ops_and_only_once():
+    from cnnviz_core.hooks import capture, gradient_taps, hook_count
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(inplace=True),
+                              torch.nn.Conv2d(4, 2, 3), torch.nn.Flatten(), torch.nn.LazyLinear(3)).eval()
+    x = torch.randn(2, 3, 9, 9)
+    net(x)  # materialize the lazy layer
+    xi = x.clone().requires_grad_(True)
+    with capture(net, ["1"], differentiable=True) as store:  # the copying way: the reference
+        y = net(xi)
+    (want,) = torch.autograd.grad(y[:, 1].sum(), [store["1"]])
+    xi = x.clone().requires_grad_(True)
+    with gradient_taps(net, ["1", "3"]) as taps:
+        y = net(xi)
+    assert hook_count(net) == 0
+    torch.autograd.grad(y[:, 1].sum(), xi, retain_graph=True)
+    torch.autograd.grad(y[:, 2].sum(), xi)  # a later backward does not overwrite the first
+    torch.testing.assert_close(taps.gradient("1"), want)
+    assert (taps.gradient("1") == 0).any() and (taps.gradient("1") != 0).any()  # the ReLU's mask is in it
+    assert taps.gradient("3").shape == (2, 2, 5, 5) and taps.gradient("0") is None

@@ -38,17 +38,36 @@ PGC = Paper("Gildenblat & contributors", 2021, "PyTorch library for CAM methods"
 
 
 # ---- shared helpers --------------------------------------------------------------------------------
+def centred_positions(maps: torch.Tensor) -> torch.Tensor:
+    """``(C, h, w)`` float64, NaN set to 0, each channel minus its mean over the ``hw`` positions."""
+    centred = torch.nan_to_num(maps.double(), nan=0.0)
+    return centred - centred.mean(dim=(1, 2), keepdim=True)
+
+
 def principal_axis(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(C, h, w)`` -> ``(v, centred)``: the first principal direction ``v`` ``(C,)`` of the ``hw``
     positions (mean-centred over positions, NaN set to 0, float64) and the centred maps. ``v`` is
     oriented so the scores ``sum_k v_k centred_k`` correlate non-negatively with ``maps.sum(0)``."""
     c, h, w = maps.shape
-    centred = torch.nan_to_num(maps.double(), nan=0.0)
-    centred = centred - centred.mean(dim=(1, 2), keepdim=True)
+    centred = centred_positions(maps)
     o = centred.reshape(c, h * w).T
-    _, _, vh = torch.linalg.svd(o, full_matrices=False)
-    v = vh[0]
+    v = top_right_singular_vector(o)
     return (-v if anticorrelated(o @ v, o.sum(dim=1)) else v), centred
+
+
+def top_right_singular_vector(o: torch.Tensor) -> torch.Tensor:
+    """``(c,)`` unit vector: the first right singular vector of ``o`` ``(n, c)`` (sign arbitrary),
+    from the eigenvectors of the smaller Gram matrix (``o o^T`` when ``n < c``: a 49 x 49 problem
+    for a 7 x 7 layer of 2048 channels instead of an SVD of 49 x 2048). Zero for a zero ``o``."""
+    n, c = o.shape
+    if n < c:
+        _, u = torch.linalg.eigh(o @ o.T)
+        v = o.T @ u[:, -1]
+    else:
+        _, vecs = torch.linalg.eigh(o.T @ o)
+        v = vecs[:, -1]
+    norm = v.norm()
+    return v / norm if norm > 0 else v
 
 
 def tail_logits(ctx: PassContext, leaf: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, str]:
@@ -120,7 +139,7 @@ class EigenGradCAM(WeightedCAM):
         return principal_axis(ctx.product(P.LAYER_GRAD)[0] * a)[0]
 
     def features(self, ctx: PassContext, a: torch.Tensor, info: dict[str, Any]) -> torch.Tensor:
-        return principal_axis(ctx.product(P.LAYER_GRAD)[0] * a)[1]
+        return centred_positions(ctx.product(P.LAYER_GRAD)[0] * a)
 
 
 @register("gradcam_elementwise", display_name="Grad-CAM element-wise", paper=PGC, family="cam",

@@ -46,10 +46,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ParameterError
 from .cam import upsample
 from .passes import PassContext
-from .registry import Computed, Paper, Params, Product, _positive_int, register
+from .registry import Computed, Paper, Params, Product, integer, positive_int, register
 from .tail import layer_tail, replaced_output
 
 P = Product
@@ -68,13 +67,10 @@ class DFFParams(Params):
     top_classes: int = 3
 
     def __post_init__(self) -> None:
-        self._set("concepts", _positive_int("concepts", self.concepts))
-        self._set("nmf_iters", _positive_int("nmf_iters", self.nmf_iters))
-        self._set("top_classes", _positive_int("top_classes", self.top_classes))
-        try:
-            self._set("seed", int(self.seed))
-        except (TypeError, ValueError):
-            raise ParameterError(f"seed must be an integer, got {self.seed!r}") from None
+        self._set("concepts", positive_int("concepts", self.concepts))
+        self._set("nmf_iters", positive_int("nmf_iters", self.nmf_iters))
+        self._set("top_classes", positive_int("top_classes", self.top_classes))
+        self._set("seed", integer("seed", self.seed))
 
 
 def random_init(x: torch.Tensor, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

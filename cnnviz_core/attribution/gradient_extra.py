@@ -30,7 +30,7 @@ from ..hooks import relu_backward_rule
 from ..progress import check_cancel, report
 from .deeplift_rules import RescaleState, plain_nonlinearities, rescale_rule
 from .passes import PassContext
-from .registry import METHODS, Computed, NoParams, Paper, Params, Product, _positive_int, method_params, register
+from .registry import METHODS, Computed, NoParams, Paper, Params, Product, integer, positive_int, method_params, register
 
 P = Product
 Baseline = Literal["black", "zero"]
@@ -57,10 +57,7 @@ def _noise(value: Any) -> float:
 
 
 def _seed(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ParameterError(f"seed must be an integer, got {value!r}") from None
+    return integer("seed", value)
 
 
 @dataclass(frozen=True)
@@ -86,8 +83,8 @@ class GradientShapParams(Params):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        self._set("samples", _positive_int("samples", self.samples))
-        self._set("batch_size", _positive_int("batch_size", self.batch_size))
+        self._set("samples", positive_int("samples", self.samples))
+        self._set("batch_size", positive_int("batch_size", self.batch_size))
         self._set("noise", _noise(self.noise))
         self._set("distribution", _choice("distribution", self.distribution, DISTRIBUTIONS))
         self._set("seed", _seed(self.seed))
@@ -104,8 +101,8 @@ class DeepLiftShapParams(Params):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        self._set("samples", _positive_int("samples", self.samples))
-        self._set("batch_size", _positive_int("batch_size", self.batch_size))
+        self._set("samples", positive_int("samples", self.samples))
+        self._set("batch_size", positive_int("batch_size", self.batch_size))
         self._set("distribution", _choice("distribution", self.distribution, DISTRIBUTIONS))
         self._set("seed", _seed(self.seed))
 
@@ -141,9 +138,9 @@ class NoiseTunnelParams(Params):
         allowed = noise_tunnel_bases()
         if self.base not in allowed:
             raise ParameterError(f"a noise tunnel cannot wrap {self.base!r}; base must be one of {', '.join(allowed)}")
-        self._set("samples", _positive_int("samples", self.samples))
-        self._set("batch_size", _positive_int("batch_size", self.batch_size))
-        self._set("steps", _positive_int("steps", self.steps))
+        self._set("samples", positive_int("samples", self.samples))
+        self._set("batch_size", positive_int("batch_size", self.batch_size))
+        self._set("steps", positive_int("steps", self.steps))
         self._set("noise", _noise(self.noise))
         self._set("seed", _seed(self.seed))
         self._set("baseline", _choice("baseline", self.baseline, BASELINES))

@@ -51,7 +51,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Se
 import torch
 
 from ..errors import MethodUnavailableError, ParameterError
-from ..hooks import ReluState, StopForward, capture, forward_until, non_relu_activations, relu_backward_rule
+from ..hooks import (ReluState, StopForward, capture, forward_until, gradient_taps, non_relu_activations,
+                     relu_backward_rule)
 from ..models import ModelHandle
 from ..progress import CancelToken, ProgressFn
 from .registry import Product
@@ -401,13 +402,17 @@ def shared_pass(handle: ModelHandle, x: torch.Tensor, layer: str, wanted: Iterab
             wanted |= prods
     grads = wanted & GRADIENT_PRODUCTS
     extra_grads = any(P.LAYER_GRAD in prods for prods in extra.values())
-    hooked = ([layer] if wanted & LAYER_PRODUCTS else []) + list(extra)
+    # layers that only want their gradient, when the plain backward goes to the input anyway (so it
+    # passes through them): tapped, not copied (FullGrad's every conv/BN output)
+    tapped = [n for n, prods in extra.items() if prods == {P.LAYER_GRAD}] if P.INPUT_GRAD in grads else []
+    hooked = ([layer] if wanted & LAYER_PRODUCTS else []) + [n for n in extra if n not in tapped]
     modified = grads & {P.GUIDED, P.DECONVNET}
     x_in = x.detach().requires_grad_(bool(grads - {P.LAYER_GRAD}))
     with handle.lock:
         with (torch.enable_grad() if grads or extra_grads else torch.no_grad()), \
                 (relu_backward_rule() if modified else nullcontext()) as state, \
-                capture(handle.model, hooked, differentiable=True) as store:
+                capture(handle.model, hooked, differentiable=True) as store, \
+                gradient_taps(handle.model, tapped) as taps:
             logits = handle.model(x_in)
         activation = store.get(layer) if wanted & LAYER_PRODUCTS else None
         if wanted & LAYER_PRODUCTS and activation is None:
@@ -417,6 +422,10 @@ def shared_pass(handle: ModelHandle, x: torch.Tensor, layer: str, wanted: Iterab
                 raise ParameterError(f"layer {name!r} outputs shape {tuple(store[name].shape)}, "
                                      "not a (N, C, h, w) feature map")
         reached = {name: store[name] for name in extra if name in store}
+        for name in tapped:
+            if name in taps.shapes and len(taps.shapes[name][0]) != 4:
+                raise ParameterError(f"layer {name!r} outputs shape {tuple(taps.shapes[name][0])}, "
+                                     "not a (N, C, h, w) feature map")
         chosen = resolve_targets(logits.detach(), targets)
         out: dict[Product, torch.Tensor] = {P.LOGITS: logits.detach()}
         if activation is not None:
@@ -429,6 +438,10 @@ def shared_pass(handle: ModelHandle, x: torch.Tensor, layer: str, wanted: Iterab
             got = gradient_products(score, grads, activation, x_in, state, extra=with_grad)
             for name in with_grad:
                 by_layer[name][P.LAYER_GRAD] = got.pop(("layer", name))
+            for name in tapped:  # filled by the plain backward above
+                g = taps.gradient(name)
+                if g is not None:
+                    by_layer[name] = {P.LAYER_GRAD: g}
             out.update(got)
     relu_calls = state.calls if state is not None else None
     return SharedProducts(out, chosen, relu_calls, time.perf_counter() - start, by_layer)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ..errors import ParameterError
 from ..progress import check_cancel, report
 from .passes import PassContext
-from .registry import Computed, Paper, Params, Product, _positive_int, register
+from .registry import Computed, Paper, Params, Product, positive_int, register
 
 P = Product
 PathBaseline = Literal["black", "zero"]
@@ -58,8 +58,8 @@ class BlurIGParams(Params):
     batch_size: int = 16
 
     def __post_init__(self) -> None:
-        self._set("steps", _positive_int("steps", self.steps))
-        self._set("batch_size", _positive_int("batch_size", self.batch_size))
+        self._set("steps", positive_int("steps", self.steps))
+        self._set("batch_size", positive_int("batch_size", self.batch_size))
         self._set("max_sigma", _positive_float("max_sigma", self.max_sigma))
         self._set("grad_step", _positive_float("grad_step", self.grad_step))
 
@@ -76,7 +76,7 @@ class GuidedIGParams(Params):
     baseline: PathBaseline = "black"
 
     def __post_init__(self) -> None:
-        self._set("steps", _positive_int("steps", self.steps))
+        self._set("steps", positive_int("steps", self.steps))
         fraction = _positive_float("fraction", self.fraction)
         if fraction > 1:
             raise ParameterError(f"fraction must be in (0, 1], got {self.fraction!r}")
@@ -98,8 +98,8 @@ class XRAIParams(Params):
     batch_size: int = 16
 
     def __post_init__(self) -> None:
-        self._set("steps", _positive_int("steps", self.steps))
-        self._set("batch_size", _positive_int("batch_size", self.batch_size))
+        self._set("steps", positive_int("steps", self.steps))
+        self._set("batch_size", positive_int("batch_size", self.batch_size))
 
 
 # ---- gradients ----------------------------------------------------------------------------------

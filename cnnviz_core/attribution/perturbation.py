@@ -11,7 +11,7 @@ faster on CPU than the plain model, same values up to float rounding).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,7 @@ class ScoreCAM(WeightedCAM):
     ``channels=k``: only the k channels with the largest mean activation (an approximation, labelled)."""
 
     def weights(self, ctx: PassContext, a: torch.Tensor, p: ScoreCAMParams, info: dict[str, Any]) -> torch.Tensor:
-        target, size = ctx.resolved_target(), ctx.input_size
+        target = ctx.resolved_target()
         flat = a.flatten(1)
         order = torch.nonzero(flat.amax(1) > flat.amin(1))[:, 0]
         info.update(channels_used=int(order.numel()), channels_total=int(a.shape[0]))
@@ -49,18 +49,50 @@ class ScoreCAM(WeightedCAM):
             info.update(channels_used=int(order.numel()),
                         approximation=f"top-{order.numel()} of {a.shape[0]} channels by mean activation")
         weights = torch.zeros(a.shape[0], dtype=a.dtype, device=a.device)
-        done = 0
-        for chunk in order.split(p.batch_size):
-            check_cancel(ctx.cancel)
-            with torch.inference_mode():
-                up = F.interpolate(a[chunk, None], size=size, mode="bilinear", align_corners=False)
-                lo, hi = up.amin(dim=(2, 3), keepdim=True), up.amax(dim=(2, 3), keepdim=True)
-                masks = (up - lo) / (hi - lo).clamp_min(torch.finfo(up.dtype).tiny)
-                probs = ctx.handle.probabilities(ctx.handle.batch_logits(ctx.x * masks))[:, target]
-                weights[chunk] = probs.to(weights.dtype)
-            done += len(chunk)
-            report(ctx.progress, done, int(order.numel()), "Score-CAM channels")
+        score = lambda logits: ctx.handle.probabilities(logits)[:, target]  # noqa: E731
+        weights[order] = masked_channel_scores(ctx, a, order, p.batch_size, score, "Score-CAM channels").to(a.dtype)
         return weights
+
+
+def normalized_masks(a: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(B, h, w)`` channels -> ``(B, H, W)`` masks ``s(Up(A_k))``: bilinear upsampling
+    (``align_corners=False``), then min-max scaling of each mask to [0, 1]; a channel constant over
+    space gives an all-zero mask."""
+    up = F.interpolate(a[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    lo, hi = up.amin(dim=(1, 2), keepdim=True), up.amax(dim=(1, 2), keepdim=True)
+    span = hi - lo
+    return torch.where(span > 0, (up - lo) / span.clamp_min(torch.finfo(up.dtype).tiny), torch.zeros_like(up))
+
+
+def masked_channel_scores(ctx: PassContext, a: torch.Tensor, order: torch.Tensor, batch_size: int,
+                          score: Callable[[torch.Tensor], torch.Tensor], label: str, *, repeats: int = 1,
+                          perturb: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
+                          ) -> torch.Tensor:
+    """``(len(order),)`` float64: for each channel ``k`` of ``order`` (indices into ``a`` ``(C, h, w)``),
+    the mean over ``r < repeats`` of ``score(logits of x * perturb(M_k, r))`` with ``M_k`` the
+    channel's mask (:func:`normalized_masks`) and ``perturb`` the identity when not given.
+
+    The Score-CAM family's one loop: the ``len(order) * repeats`` masked inputs are forwarded in
+    batches of ``batch_size`` on :meth:`~cnnviz_core.models.ModelHandle.batch_logits` under
+    ``torch.inference_mode``, in repeat-major order (repeat ``r`` of every channel before repeat
+    ``r + 1``; ``perturb(masks (B, H, W), repeats (B,))`` is called once per batch, in that order),
+    with the cancel token checked before and progress reported after each batch."""
+    size, n = ctx.input_size, int(order.numel())
+    total = n * repeats
+    sums = torch.zeros(n, dtype=torch.float64, device=a.device)
+    for start in range(0, total, batch_size):
+        check_cancel(ctx.cancel)
+        stop = min(total, start + batch_size)
+        index = torch.arange(start, stop, device=a.device)
+        rep, pos = index // n, index % n
+        with torch.inference_mode():
+            masks = normalized_masks(a[order[pos]], size)
+            if perturb is not None:
+                masks = perturb(masks, rep)
+            values = score(ctx.handle.batch_logits(ctx.x * masks[:, None].to(ctx.x.dtype)))
+            sums.index_add_(0, pos, values.to(sums.dtype))
+        report(ctx.progress, stop, total, label)
+    return sums / repeats
 
 
 def _ablated_scores(ctx: PassContext, batch_size: int) -> tuple[torch.Tensor, str]:
@@ -81,7 +113,7 @@ def _ablated_scores(ctx: PassContext, batch_size: int) -> tuple[torch.Tensor, st
             batch[torch.arange(stop - start), torch.arange(start, stop)] = 0
             with ctx.handle.lock:
                 if tail is not None:
-                    logits = tail(batch)
+                    logits = ctx.handle.batch_tail_logits(ctx.layer, tail, batch)
                 else:
                     with replaced_output(ctx.handle.module(ctx.layer), batch):
                         logits = ctx.model(ctx.x.expand(stop - start, -1, -1, -1))

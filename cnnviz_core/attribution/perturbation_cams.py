@@ -26,14 +26,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import ParameterError
 from ..hooks import capture
 from ..progress import check_cancel, report
 from .cam import WeightedCAM
 from .passes import PassContext
-from .registry import CAMParams, Paper, Product, _positive_int, register
+from .perturbation import masked_channel_scores
+from .registry import CAMParams, Paper, Product, integer, positive_int, register
 
 P = Product
 
@@ -46,15 +46,6 @@ def _non_negative_float(name: str, value: Any) -> float:
     if not v >= 0 or v == float("inf"):
         raise ParameterError(f"{name} must be a finite number >= 0, got {value!r}")
     return v
-
-
-def _seed(value: Any) -> int:
-    try:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(value)
-        return int(value)
-    except (TypeError, ValueError):
-        raise ParameterError(f"seed must be an integer, got {value!r}") from None
 
 
 @dataclass(frozen=True)
@@ -72,12 +63,12 @@ class SSCAMParams(CAMParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._set("samples", _positive_int("samples", self.samples))
+        self._set("samples", positive_int("samples", self.samples))
         self._set("mask_noise", _non_negative_float("mask_noise", self.mask_noise))
-        self._set("batch_size", _positive_int("batch_size", self.batch_size))
+        self._set("batch_size", positive_int("batch_size", self.batch_size))
         if self.channels is not None:
-            self._set("channels", _positive_int("channels", self.channels))
-        self._set("seed", _seed(self.seed))
+            self._set("channels", positive_int("channels", self.channels))
+        self._set("seed", integer("seed", self.seed))
 
 
 @dataclass(frozen=True)
@@ -91,10 +82,10 @@ class ISCAMParams(CAMParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._set("steps", _positive_int("steps", self.steps))
-        self._set("batch_size", _positive_int("batch_size", self.batch_size))
+        self._set("steps", positive_int("steps", self.steps))
+        self._set("batch_size", positive_int("batch_size", self.batch_size))
         if self.channels is not None:
-            self._set("channels", _positive_int("channels", self.channels))
+            self._set("channels", positive_int("channels", self.channels))
 
 
 @dataclass(frozen=True)
@@ -109,23 +100,13 @@ class SmoothGradCAMppParams(CAMParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._set("samples", _positive_int("samples", self.samples))
+        self._set("samples", positive_int("samples", self.samples))
         self._set("noise", _non_negative_float("noise", self.noise))
-        self._set("batch_size", _positive_int("batch_size", self.batch_size))
-        self._set("seed", _seed(self.seed))
+        self._set("batch_size", positive_int("batch_size", self.batch_size))
+        self._set("seed", integer("seed", self.seed))
 
 
-# ---- masks and their scores (SS-CAM, IS-CAM) ------------------------------------------------------
-def normalized_masks(a: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``(B, h, w)`` channels -> ``(B, H, W)`` masks ``s(Up(A_k))``: bilinear upsampling
-    (``align_corners=False``), then min-max scaling of each mask to [0, 1]; a channel constant over
-    space gives an all-zero mask."""
-    up = F.interpolate(a[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    lo, hi = up.amin(dim=(1, 2), keepdim=True), up.amax(dim=(1, 2), keepdim=True)
-    span = hi - lo
-    return torch.where(span > 0, (up - lo) / span.clamp_min(torch.finfo(up.dtype).tiny), torch.zeros_like(up))
-
-
+# ---- channel scores (SS-CAM, IS-CAM) -------------------------------------------------------------
 def _channels(a: torch.Tensor, channels: Optional[int], info: dict[str, Any]) -> torch.Tensor:
     """The channels that get a weight: all, or the ``channels`` largest by mean activation."""
     total = int(a.shape[0])
@@ -138,31 +119,15 @@ def _channels(a: torch.Tensor, channels: Optional[int], info: dict[str, Any]) ->
     return order
 
 
-Perturb = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
 def mean_logit_increase(ctx: PassContext, a: torch.Tensor, order: torch.Tensor, repeats: int, batch_size: int,
-                        perturb: Perturb, label: str) -> torch.Tensor:
-    """``(len(order),)``: for each channel ``k`` of ``order``, ``(1/repeats) sum_r y_c(x * perturb(M_k, r))
-    - y_c(x)`` with ``y_c`` the target logit. The ``len(order) * repeats`` forwards run in batches
-    of ``batch_size`` in repeat-major order (repeat ``r`` of every channel before repeat ``r + 1``);
-    ``perturb(masks (B, H, W), repeats (B,)) -> masks`` is called once per batch, in that order."""
-    target, size = ctx.resolved_target(), ctx.input_size
-    n = int(order.numel())
-    total = n * repeats
-    sums = torch.zeros(n, dtype=torch.float64, device=a.device)
-    for start in range(0, total, batch_size):
-        check_cancel(ctx.cancel)
-        stop = min(total, start + batch_size)
-        index = torch.arange(start, stop, device=a.device)
-        rep, pos = index // n, index % n
-        with torch.inference_mode():
-            masks = perturb(normalized_masks(a[order[pos]], size), rep)
-            logits = ctx.handle.batch_logits(ctx.x * masks[:, None].to(ctx.x.dtype))[:, target]
-            sums.index_add_(0, pos, logits.to(sums.dtype))
-        report(ctx.progress, stop, total, label)
-    base = ctx.product(P.LOGITS)[0, target].to(sums.dtype)
-    return sums / repeats - base
+                        perturb: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], label: str) -> torch.Tensor:
+    """``(len(order),)`` float64: for each channel ``k`` of ``order``, ``(1/repeats) sum_r
+    y_c(x * perturb(M_k, r)) - y_c(x)`` with ``y_c`` the target logit (batched as
+    :func:`~.perturbation.masked_channel_scores` describes)."""
+    target = ctx.resolved_target()
+    mean = masked_channel_scores(ctx, a, order, batch_size, lambda logits: logits[:, target], label,
+                                 repeats=repeats, perturb=perturb)
+    return mean - ctx.product(P.LOGITS)[0, target].to(mean.dtype)
 
 
 def _softmax_weights(a: torch.Tensor, order: torch.Tensor, increase: torch.Tensor) -> torch.Tensor:

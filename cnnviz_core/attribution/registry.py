@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Optional, Seq
 import torch
 
 from ..errors import ParameterError
+from ..typed_params import (NoParams, Paper, Params, boolean, check_flat_params, integer,  # noqa: F401
+                            positive_int, resolve_keys, resolve_params)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .passes import PassContext
@@ -57,17 +59,6 @@ class Product(str, enum.Enum):
 PassProduct = Product
 
 
-@dataclass(frozen=True)
-class Paper:
-    authors: str
-    year: int
-    title: str
-    link: str
-
-    def cite(self) -> str:
-        return f"{self.authors} ({self.year}), {self.title}, {self.link}"
-
-
 @dataclass
 class Computed:
     """What a method function returns: the raw map (CAM family and occlusion ``(H, W)``, gradient
@@ -78,37 +69,7 @@ class Computed:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-# ---- typed parameters ---------------------------------------------------------------------------
-def _positive_int(name: str, value: Any) -> int:
-    try:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(value)
-        v = int(value)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{name} must be an integer >= 1, got {value!r}") from None
-    if v < 1:
-        raise ParameterError(f"{name} must be an integer >= 1, got {value!r}")
-    return v
-
-
-class Params:
-    """Base of the per-method parameter dataclasses (frozen; validated on construction).
-
-    Values are coerced (``"16"`` from a CLI becomes 16) and checked in ``__post_init__``; a bad value
-    raises :class:`ParameterError` naming the parameter."""
-
-    def _set(self, name: str, value: Any) -> None:
-        object.__setattr__(self, name, value)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
-
-
-@dataclass(frozen=True)
-class NoParams(Params):
-    """Methods without parameters."""
-
-
+# ---- typed parameters (the shared base and validators: :mod:`cnnviz_core.typed_params`) --------
 @dataclass(frozen=True)
 class CAMParams(Params):
     """Options every CAM-family map accepts (pytorch-grad-cam's names): ``aug_smooth`` averages the
@@ -121,12 +82,7 @@ class CAMParams(Params):
 
     def __post_init__(self) -> None:
         for name in ("aug_smooth", "eigen_smooth"):
-            value = getattr(self, name)
-            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-                value = value.lower() in ("true", "1", "yes")
-            if not isinstance(value, (bool, int)) or value not in (0, 1):
-                raise ParameterError(f"{name} must be true or false, got {value!r}")
-            self._set(name, bool(value))
+            self._set(name, boolean(name, getattr(self, name)))
 
 
 @dataclass(frozen=True)
@@ -139,9 +95,9 @@ class ScoreCAMParams(CAMParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._set("batch_size", _positive_int("batch_size", self.batch_size))
+        self._set("batch_size", positive_int("batch_size", self.batch_size))
         if self.channels is not None:
-            self._set("channels", _positive_int("channels", self.channels))
+            self._set("channels", positive_int("channels", self.channels))
 
 
 @dataclass(frozen=True)
@@ -152,7 +108,7 @@ class AblationCAMParams(CAMParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._set("batch_size", _positive_int("batch_size", self.batch_size))
+        self._set("batch_size", positive_int("batch_size", self.batch_size))
 
 
 @dataclass(frozen=True)
@@ -166,8 +122,8 @@ class SmoothGradParams(Params):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        self._set("samples", _positive_int("samples", self.samples))
-        self._set("batch_size", _positive_int("batch_size", self.batch_size))
+        self._set("samples", positive_int("samples", self.samples))
+        self._set("batch_size", positive_int("batch_size", self.batch_size))
         noise = float(self.noise)
         if not noise >= 0:
             raise ParameterError(f"smoothgrad needs noise >= 0, got {self.noise!r}")
@@ -187,8 +143,8 @@ class IntegratedGradientsParams(Params):
     batch_size: int = 16
 
     def __post_init__(self) -> None:
-        self._set("steps", _positive_int("steps", self.steps))
-        self._set("batch_size", _positive_int("batch_size", self.batch_size))
+        self._set("steps", positive_int("steps", self.steps))
+        self._set("batch_size", positive_int("batch_size", self.batch_size))
         if self.baseline not in ("black", "zero"):
             raise ParameterError(f"unknown baseline {self.baseline!r}; choose black or zero")
 
@@ -204,10 +160,10 @@ class OcclusionParams(Params):
 
     def __post_init__(self) -> None:
         if self.patch is not None:
-            self._set("patch", _positive_int("patch", self.patch))
+            self._set("patch", positive_int("patch", self.patch))
         if self.stride is not None:
-            self._set("stride", _positive_int("stride", self.stride))
-        self._set("batch_size", _positive_int("batch_size", self.batch_size))
+            self._set("stride", positive_int("stride", self.stride))
+        self._set("batch_size", positive_int("batch_size", self.batch_size))
 
 
 # ---- methods -----------------------------------------------------------------------------------
@@ -293,24 +249,14 @@ def register(
 
 def resolve_methods(methods: Union[str, Sequence[str]]) -> list[Method]:
     """Validate method keys (one key, a comma list or a sequence) -> Methods, order kept, no duplicates."""
-    keys = [k.strip() for k in methods.split(",")] if isinstance(methods, str) else [str(k).strip() for k in methods]
-    keys = [k for k in dict.fromkeys(keys) if k]
-    if not keys:
-        raise ParameterError(f"no method given; choose from {', '.join(METHODS)}")
-    unknown = [k for k in keys if k not in METHODS]
-    if unknown:
-        raise ParameterError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
-    return [METHODS[k] for k in keys]
+    return resolve_keys(methods, METHODS, "method")
 
 
 def validate_params(params: Mapping[str, Any], options: Optional[Mapping[str, Any]] = None) -> None:
     """Flat keyword parameters must each be a parameter of some registered method (one settings
     dict for a whole comparison: a parameter of a method not requested is ignored). ``options``
     (per-method parameters) must name registered methods."""
-    allowed = sorted({p for m in METHODS.values() for p in m.params})
-    for name in params:
-        if name not in allowed:
-            raise ParameterError(f"unknown parameter {name!r}; allowed: {', '.join(allowed)}")
+    check_flat_params(params, list(METHODS.values()), "parameter")
     for key in options or {}:
         if key not in METHODS:
             raise ParameterError(f"parameters given for unknown method {key!r}; choose from {', '.join(METHODS)}")
@@ -323,16 +269,5 @@ def method_params(method: Method, params: Mapping[str, Any], options: Optional[M
     Flat parameters apply to every requested method that has a field of that name (``batch_size=8``
     sets all five batch sizes); to set one method's only, pass ``options={"scorecam":
     ScoreCAMParams(batch_size=8)}``."""
-    own = (options or {}).get(method.key)
-    if isinstance(own, method.params_type):
-        return own
-    if own is not None and not isinstance(own, Mapping):
-        raise ParameterError(f"parameters of {method.key!r} must be {method.params_type.__name__} or a dict, "
-                             f"got {type(own).__name__}")
-    fields = {f.name for f in dataclasses.fields(method.params_type)}
-    values = {k: v for k, v in params.items() if k in fields}
-    for k, v in (own or {}).items():
-        if k not in fields:
-            raise ParameterError(f"{method.key} has no parameter {k!r}; it has {', '.join(sorted(fields)) or 'none'}")
-        values[k] = v
-    return method.params_type(**values)
+    return resolve_params(method.key, method.params_type, params, options)
+

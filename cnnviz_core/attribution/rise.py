@@ -25,7 +25,7 @@ import torch
 from ..errors import ParameterError
 from ..progress import check_cancel, report
 from .passes import PassContext
-from .registry import Computed, Paper, Params, Product, _positive_int, register
+from .registry import Computed, Paper, Params, Product, integer, positive_int, register
 
 P = Product
 
@@ -43,9 +43,9 @@ class RISEParams(Params):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        self._set("masks", _positive_int("masks", self.masks))
-        self._set("cells", _positive_int("cells", self.cells))
-        self._set("batch_size", _positive_int("batch_size", self.batch_size))
+        self._set("masks", positive_int("masks", self.masks))
+        self._set("cells", positive_int("cells", self.cells))
+        self._set("batch_size", positive_int("batch_size", self.batch_size))
         try:
             p = float(self.p)
         except (TypeError, ValueError):
@@ -53,12 +53,7 @@ class RISEParams(Params):
         if not 0 < p <= 1:
             raise ParameterError(f"p must be a probability in (0, 1], got {self.p!r}")
         self._set("p", p)
-        try:
-            if isinstance(self.seed, bool) or (isinstance(self.seed, float) and not self.seed.is_integer()):
-                raise ValueError(self.seed)
-            self._set("seed", int(self.seed))
-        except (TypeError, ValueError):
-            raise ParameterError(f"seed must be an integer, got {self.seed!r}") from None
+        self._set("seed", integer("seed", self.seed))
 
 
 def _interpolation_matrix(out: int, cells: int) -> torch.Tensor:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ..errors import ParameterError
 from ..progress import check_cancel, report
 from .passes import PassContext
-from .registry import Computed, Paper, Params, Product, _positive_int, register
+from .registry import Computed, Paper, Params, Product, integer, positive_int, register
 
 P = Product
 #: KernelSHAP's weight of the empty and the full coalition (Captum's ``inf_weight``): large enough
@@ -58,14 +58,11 @@ class SurrogateParams(Params):
     baseline: Fill = "zero"
 
     def __post_init__(self) -> None:
-        self._set("segments", _positive_int("segments", self.segments))
+        self._set("segments", positive_int("segments", self.segments))
         self._set("compactness", _positive_float("compactness", self.compactness))
-        self._set("samples", _positive_int("samples", self.samples))
-        self._set("batch_size", _positive_int("batch_size", self.batch_size))
-        try:
-            self._set("seed", int(self.seed))
-        except (TypeError, ValueError):
-            raise ParameterError(f"seed must be an integer, got {self.seed!r}") from None
+        self._set("samples", positive_int("samples", self.samples))
+        self._set("batch_size", positive_int("batch_size", self.batch_size))
+        self._set("seed", integer("seed", self.seed))
         if self.baseline not in ("zero", "black"):
             raise ParameterError(f"unknown baseline {self.baseline!r}; choose zero or black")
 

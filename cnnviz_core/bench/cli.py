@@ -45,12 +45,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scorecam-size", type=int, default=224)
     p.add_argument("--scorecam-repeats", type=int, default=3)
     p.add_argument("--scorecam-batch", type=int, default=16, help="masked images per forward, both sides")
-    p.add_argument("--perturb-model", default="resnet18", help="model of the perturbation-method pairs")
-    p.add_argument("--perturb-size", type=int, default=112)
-    p.add_argument("--perturb-layer", default=None, help="CAM layer of the pairs (default: the model's); "
-                   "fewer channels = fewer forwards (resnet18: layer1 64, layer2 128, layer3 256, layer4 512)")
+    p.add_argument("--perturb-model", default=None,
+                   help="model of the perturbation-method pairs (default resnet50; --quick: resnet18)")
+    p.add_argument("--perturb-size", type=int, default=None, help="default 224; --quick: 112")
+    p.add_argument("--perturb-layer", default="layer1", help="CAM layer of the pairs ('default': the model's); "
+                   "fewer channels = fewer forwards (resnet50: layer1 256, layer2 512, layer3 1024, layer4 2048; "
+                   "resnet18: layer1 64, layer2 128, layer3 256, layer4 512)")
     p.add_argument("--perturb-batch", type=int, default=16, help="images per forward, both sides")
-    p.add_argument("--perturb-forwards", type=int, default=512, help="RISE masks, LIME and KernelSHAP samples")
+    p.add_argument("--perturb-forwards", type=int, default=256, help="RISE masks, LIME and KernelSHAP samples")
     p.add_argument("--perturb-samples", type=int, default=2,
                    help="SS-CAM samples per channel = IS-CAM steps - 1 (TorchCAM num_samples)")
     p.add_argument("--perturb-repeats", type=int, default=3)
@@ -102,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.repeats = min(args.repeats, 3)
         args.skip_slow_references = True
+    args.perturb_model = args.perturb_model or ("resnet18" if args.quick else "resnet50")
+    args.perturb_size = args.perturb_size or (112 if args.quick else 224)
     from .models_bench import bench_model
     from .perturbation_bench import perturbation_bench, scorecam_comparison
 

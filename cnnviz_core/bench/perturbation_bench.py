@@ -246,7 +246,7 @@ def smooth_input(handle: ModelHandle, size: int, seed: int = 2) -> torch.Tensor:
 def make_env(name: str, size: int, layer: Optional[str], batch: int, forwards: int, samples: int) -> Env:
     handle = load_model(name, weights=None)
     x = smooth_input(handle, size)
-    layer = layer or handle.default_layer
+    layer = handle.default_layer if layer in (None, "", "default") else layer
     handle.module(layer)
     target = int(handle.forward(x)[0].argmax())
     ref = reference_model(handle.model)

@@ -22,7 +22,7 @@ from ..errors import ParameterError
 from ..models import ModelHandle
 from ..progress import CancelToken, ProgressFn, check_cancel, report
 from .registry import Curve, MetricResult, Paper, Params, register_metric
-from .registry import choice as _choice, positive_int as _positive_int
+from .registry import choice as _choice, positive_int
 
 Substrate = Literal["zeros", "black", "blur"]
 
@@ -137,10 +137,10 @@ class CausalParams(Params):
 
     def __post_init__(self) -> None:
         if self.step is not None:
-            self._set("step", _positive_int("step", self.step))
+            self._set("step", positive_int("step", self.step))
         if self.substrate is not None:
             self._set("substrate", _choice("substrate", self.substrate, ("zeros", "black", "blur")))
-        self._set("batch_size", _positive_int("batch_size", self.batch_size))
+        self._set("batch_size", positive_int("batch_size", self.batch_size))
 
 
 def _registered_curve(kind: Literal["deletion", "insertion"], handle, x, saliency_map, target, params: CausalParams,

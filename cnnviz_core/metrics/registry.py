@@ -24,7 +24,6 @@ forked and restored.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
@@ -33,6 +32,8 @@ import torch
 from torch import nn
 
 from ..errors import ParameterError
+from ..typed_params import (NoParams, Paper, Params, boolean, check_flat_params, choice, integer,  # noqa: F401
+                            positive_int, real, real_tuple, resolve_keys, resolve_params)
 
 #: ``explain(model, x, target) -> map``: the judged method's map of ``x`` ``(1, 3, H, W)`` for
 #: class ``target`` under ``model`` (the handle's own model, or a randomized copy of it), as a numpy
@@ -49,35 +50,6 @@ NEEDS: dict[str, str] = {
     "sparse_solve": "sparse linear solves (CPU)",
     "mask": "a ground-truth object mask",
 }
-
-
-# ---- papers and parameters (same shape as the attribution registry's, kept here so that importing
-# the metrics does not import every attribution method) ----------------------------------------------
-@dataclass(frozen=True)
-class Paper:
-    authors: str
-    year: int
-    title: str
-    link: str
-
-    def cite(self) -> str:
-        return f"{self.authors} ({self.year}), {self.title}, {self.link}"
-
-
-class Params:
-    """Base of the per-metric parameter dataclasses (frozen; validated and coerced in
-    ``__post_init__``; a bad value raises :class:`ParameterError` naming the parameter)."""
-
-    def _set(self, name: str, value: Any) -> None:
-        object.__setattr__(self, name, value)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
-
-
-@dataclass(frozen=True)
-class NoParams(Params):
-    """Metrics without parameters."""
 
 
 # ---- results -------------------------------------------------------------------------------------
@@ -104,74 +76,6 @@ class MetricResult:
     curves: dict[str, Curve] = field(default_factory=dict)
     maps: dict[str, np.ndarray] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
-
-
-# ---- parameter validation (the metrics' Params dataclasses use these) ----------------------------
-def positive_int(name: str, value: Any) -> int:
-    try:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(value)
-        v = int(value)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{name} must be an integer >= 1, got {value!r}") from None
-    if v < 1:
-        raise ParameterError(f"{name} must be an integer >= 1, got {value!r}")
-    return v
-
-
-def integer(name: str, value: Any) -> int:
-    try:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(value)
-        return int(value)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{name} must be an integer, got {value!r}") from None
-
-
-def real(name: str, value: Any, *, low: float = -math.inf, high: float = math.inf,
-         low_open: bool = False, high_open: bool = False) -> float:
-    """``value`` as a float in the interval (``low_open``/``high_open``: excluding that end)."""
-    try:
-        if isinstance(value, bool):
-            raise ValueError(value)
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{name} must be a number, got {value!r}") from None
-    ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
-    if not ok or math.isnan(v):
-        lo, hi = ("(" if low_open else "[") + f"{low:g}", f"{high:g}" + (")" if high_open else "]")
-        raise ParameterError(f"{name} must be in {lo}, {hi}, got {value!r}")
-    return v
-
-
-def boolean(name: str, value: Any) -> bool:
-    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-        return value.lower() in ("true", "1", "yes")
-    if isinstance(value, (bool, int, np.bool_)) and value in (0, 1):
-        return bool(value)
-    raise ParameterError(f"{name} must be true or false, got {value!r}")
-
-
-def choice(name: str, value: Any, options: Sequence[str]) -> str:
-    if value not in options:
-        raise ParameterError(f"unknown {name} {value!r}; choose {', '.join(options)}")
-    return str(value)
-
-
-def real_tuple(name: str, value: Any, *, low: float, high: float) -> tuple[float, ...]:
-    """A non-empty tuple of floats strictly inside (low, high), from a sequence or ``"10,20,30"``."""
-    if isinstance(value, str):
-        value = [v for v in value.split(",") if v.strip()]
-    try:
-        values = tuple(value)
-    except TypeError:
-        raise ParameterError(f"{name} must be a list of numbers, got {value!r}") from None
-    if not values:
-        raise ParameterError(f"{name} must not be empty")
-    out = tuple(real(name, v, low=low, high=high, low_open=True, high_open=True) for v in values)
-    if len(set(out)) != len(out):
-        raise ParameterError(f"{name} has repeated values: {value!r}")
-    return out
 
 
 Output = ("probability", "logit")
@@ -240,32 +144,13 @@ def register_metric(
 
 def resolve_metrics(metrics: Union[str, Sequence[str]]) -> list[Metric]:
     """Validate metric keys (one key, a comma list or a sequence) -> Metrics, order kept, no duplicates."""
-    keys = [k.strip() for k in metrics.split(",")] if isinstance(metrics, str) else [str(k).strip() for k in metrics]
-    keys = [k for k in dict.fromkeys(keys) if k]
-    if not keys:
-        raise ParameterError(f"no metric given; choose from {', '.join(METRICS)}")
-    unknown = [k for k in keys if k not in METRICS]
-    if unknown:
-        raise ParameterError(f"unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}")
-    return [METRICS[k] for k in keys]
+    return resolve_keys(metrics, METRICS, "metric")
 
 
 def metric_params(metric: Metric, params: Mapping[str, Any], options: Optional[Mapping[str, Any]] = None) -> Params:
     """The metric's typed parameters: defaults, overridden by the flat ``params`` it has a field for,
     overridden by ``options[metric.key]`` (an instance of ``metric.params_type`` or a dict)."""
-    own = (options or {}).get(metric.key)
-    if isinstance(own, metric.params_type):
-        return own
-    if own is not None and not isinstance(own, Mapping):
-        raise ParameterError(f"parameters of {metric.key!r} must be {metric.params_type.__name__} or a dict, "
-                             f"got {type(own).__name__}")
-    fields = {f.name for f in dataclasses.fields(metric.params_type)}
-    values = {k: v for k, v in params.items() if k in fields}
-    for k, v in (own or {}).items():
-        if k not in fields:
-            raise ParameterError(f"{metric.key} has no parameter {k!r}; it has {', '.join(sorted(fields)) or 'none'}")
-        values[k] = v
-    return metric.params_type(**values)
+    return resolve_params(metric.key, metric.params_type, params, options)
 
 
 def evaluate(
@@ -276,10 +161,7 @@ def evaluate(
     """``{key: MetricResult}`` of several metrics for one map (flat ``params`` go to every metric
     that has a field of that name, ``options`` per metric). Unknown flat parameters raise."""
     chosen = resolve_metrics(metrics)
-    allowed = sorted({p for m in METRICS.values() for p in m.params})
-    for name in params:
-        if name not in allowed:
-            raise ParameterError(f"unknown metric parameter {name!r}; allowed: {', '.join(allowed)}")
+    check_flat_params(params, list(METRICS.values()), "metric parameter")
     typed = {m.key: metric_params(m, params, options) for m in chosen}
     return {m.key: m.compute(handle, x, saliency_map, target, typed[m.key], progress, cancel, explain=explain,
                              mask=mask) for m in chosen}

@@ -56,6 +56,7 @@ class ModelHandle:
         self._mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
         self._twin = InferenceTwin(self.model, spec.input_size, device)
+        self._tail_twins: dict[str, InferenceTwin] = {}
 
     # ---- facts -------------------------------------------------------------------------------
     @property
@@ -171,16 +172,29 @@ class ModelHandle:
         with self.lock:
             return self._twin(x)
 
+    def batch_tail_logits(self, layer: str, tail: torch.nn.Module, activations: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, num_classes)`` of ``tail`` (the part of the model after ``layer``, see
+        :func:`cnnviz_core.attribution.tail.layer_tail`) on a batch of replaced ``activations``, without
+        gradients, under the model lock: runs the tail's own inference twin (BatchNorm folded, and
+        frozen where faster, built once per layer from the first batch and checked against ``tail``)."""
+        with self.lock:
+            twin = self._tail_twins.get(layer)
+            if twin is None:
+                twin = self._tail_twins[layer] = InferenceTwin(tail, self.spec.input_size, self.device,
+                                                               probe=activations[:2].detach().clone())
+            return twin(activations)
+
     def nbytes(self) -> int:
         """Bytes of the model's tensors plus its inference twin's (once built), storage counted once."""
         seen: dict[int, int] = {}
-        modules = [self.model] + ([self._twin.built] if self._twin.built is not None else [])
+        twins = [self._twin, *self._tail_twins.values()]
+        modules = [self.model] + [t.built for t in twins if t.built is not None]
         for module in modules:
             for t in list(module.parameters()) + list(module.buffers()):
                 if t.device.type != "meta":
                     storage = t.untyped_storage()
                     seen[storage.data_ptr()] = storage.nbytes()
-        return sum(seen.values())
+        return sum(seen.values()) + sum(t.frozen_nbytes for t in twins)
 
     def in_use(self) -> bool:
         """Whether another thread holds this model's lock (a pass is running on it)."""
@@ -193,6 +207,11 @@ class ModelHandle:
     def batch_forward_mode(self) -> str:
         """How :meth:`batch_logits` runs: ``bn-folded`` or why the model itself is used."""
         return self._twin.how
+
+    @property
+    def batch_forward_engine(self) -> str:
+        """``frozen`` (an optimized TorchScript trace of the twin) or ``eager`` with the reason."""
+        return self._twin.engine
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Softmax over classes, or per-class sigmoid for multi-label heads (our shapes models)."""

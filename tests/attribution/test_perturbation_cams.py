@@ -29,7 +29,8 @@ from torch import nn
 
 from cnnviz_core import load_model
 from cnnviz_core.attribution import METHODS, explain, explain_detailed
-from cnnviz_core.attribution.perturbation_cams import iscam_coefficients, normalized_masks
+from cnnviz_core.attribution.perturbation import normalized_masks
+from cnnviz_core.attribution.perturbation_cams import iscam_coefficients
 from cnnviz_core.attribution.rise import RiseMasks, rise_masks
 from cnnviz_core.errors import Cancelled, ParameterError
 from cnnviz_core.progress import CancelToken

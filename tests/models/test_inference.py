@@ -6,7 +6,7 @@ from torch import nn
 
 from cnnviz_core.hooks import hook_count
 from cnnviz_core.models import load_model
-from cnnviz_core.models.inference import InferenceTwin, fused_twin
+from cnnviz_core.models.inference import InferenceTwin, frozen_twin, fused_twin
 
 
 def _bn_net() -> nn.Module:
@@ -71,3 +71,46 @@ def test_inference_twin_is_built_once():
     assert twin.how == "not built yet"
     first = twin.module()
     assert twin.module() is first and twin.how == "bn-folded"
+
+
+def test_frozen_twin_matches_and_checks_each_new_input_shape():
+    net = _bn_net()
+    twin = InferenceTwin(net, 16, torch.device("cpu"))
+    twin.module()
+    frozen, why = frozen_twin(twin.module(), torch.randn(2, 3, 16, 16))
+    assert why == "frozen" and isinstance(frozen, torch.jit.ScriptModule)
+    for shape in ((5, 3, 16, 16), (3, 3, 24, 20)):  # batch and size other than the probe's
+        x = torch.randn(*shape)
+        with torch.inference_mode():
+            torch.testing.assert_close(twin(x), net(x), rtol=1e-4, atol=1e-5)
+    assert twin.engine == "frozen" or twin.engine.startswith("eager")
+    if twin.engine == "frozen":
+        assert set(twin._frozen_shapes) >= {(3, 16, 16), (3, 24, 20)}
+
+
+class _FixedSize(nn.Module):
+    """Flattens to a size fixed by its probe: a trace bakes it in, another input size must not use it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn, self.fc = nn.Conv2d(3, 2, 3, padding=1), nn.BatchNorm2d(2), nn.Linear(2 * 8 * 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.bn(self.conv(x))[..., :8, :8].reshape(x.shape[0], 128))
+
+
+def test_frozen_twin_never_answers_for_a_shape_it_gets_wrong():
+    net = _FixedSize().eval()
+    twin = InferenceTwin(net, 8, torch.device("cpu"))
+    twin._choose_engine = lambda probe: _force_frozen(twin, probe)  # keep the trace whatever its speed
+    x = torch.randn(4, 3, 12, 12)
+    with torch.inference_mode():
+        torch.testing.assert_close(twin(x), net(x), rtol=1e-4, atol=1e-5)
+
+
+def _force_frozen(twin: InferenceTwin, probe: torch.Tensor) -> None:
+    twin._frozen, why = frozen_twin(twin._module, probe)
+    twin._module = twin._model
+    assert why == "frozen"
+    twin.engine = "frozen"
+    twin._frozen_shapes[tuple(probe.shape[1:])] = True
