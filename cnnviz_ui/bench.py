@@ -158,8 +158,11 @@ def switch_page(page, title: str, path: str) -> float:
     t0 = time.perf_counter()
     link.click()
     page.wait_for_url(f"**/{path}*", timeout=TIMEOUT_MS)
-    page.wait_for_timeout(100)
-    page.wait_for_function(_IDLE + "", timeout=TIMEOUT_MS, polling="raf")
+    # no fixed wait: the new page's own heading is drawn by its run, so "heading shown and the script
+    # not running" means that run has finished
+    page.wait_for_function(f"(title) => {{ const h = document.querySelector(\"[data-testid='stMain'] "
+                           f"[data-testid='stHeading']\"); return h && h.textContent.includes(title) "
+                           f"&& ({_IDLE})(); }}", arg=title, timeout=TIMEOUT_MS, polling="raf")
     page.locator("[data-testid='stMain'] [data-testid='stPlotlyChart']").first.wait_for(state="visible",
                                                                                         timeout=TIMEOUT_MS)
     return time.perf_counter() - t0

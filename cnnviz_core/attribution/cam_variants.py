@@ -30,7 +30,7 @@ from .cam import (CAM_NEEDS_GRAD, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, 
                   anticorrelated)
 from .passes import PassContext
 from .registry import CAMParams, Paper, Params, Product, register
-from .tail import layer_tail, replaced_output
+from .tail import is_piecewise_linear, layer_tail, replaced_output
 
 P = Product
 PGC = Paper("Gildenblat & contributors", 2021, "PyTorch library for CAM methods",
@@ -338,8 +338,9 @@ class ShapleyCAMParams(CAMParams):
 
 @register("shapleycam", display_name="ShapleyCAM",
           paper=Paper("Cai", 2025, "CAMs as Shapley Value-based Explainers", "https://arxiv.org/abs/2501.06261"),
-          family="cam", passes=(P.ACTIVATION,), needs=("gradients",),
-          cost="1 forward + double backward of the tail", class_discriminative=True, params=ShapleyCAMParams,
+          family="cam", passes=CAM_NEEDS_GRAD, needs=("gradients",),
+          cost="1 (shared pass) where the network after the layer is piecewise linear, else 1 forward + "
+               "double backward of the tail", class_discriminative=True, params=ShapleyCAMParams,
           reference="pytorch-grad-cam")
 class ShapleyCAM(WeightedCAM):
     """ShapleyCAM (Cai 2025; pgc's implementation is the author's): a second-order Taylor expansion of
@@ -347,11 +348,21 @@ class ShapleyCAM(WeightedCAM):
     ``H A`` the Hessian-vector product with the activation (one double backward through the part of
     the network after the layer, from the shared activation made a leaf, ``create_graph``). Map
     ``ReLU(sum_k w_k A_k)``. Where the network after the layer is piecewise linear (ReLU, max-pool,
-    linear) and ``utility="logit"``, ``H A = 0`` and ShapleyCAM equals Grad-CAM; ``utility="rest"``
-    adds the softmax's curvature. Output ``(H, W)`` >= 0 in utility units."""
+    linear) and ``utility="logit"``, ``H A = 0`` and ShapleyCAM equals Grad-CAM: the tail's operations
+    are then checked (:func:`~.tail.is_piecewise_linear`) and the shared pass's gradient is used with
+    no tail pass at all (pgc runs the double backward anyway and gets ``H A`` = 0 up to rounding).
+    ``utility="rest"`` adds the softmax's curvature. Output ``(H, W)`` >= 0 in utility units."""
 
     def weights(self, ctx: PassContext, a: torch.Tensor, p: ShapleyCAMParams, info: dict[str, Any]) -> torch.Tensor:
         target, logits = ctx.resolved_target(), ctx.product(P.LOGITS)
+        if p.utility == "logit":
+            with ctx.handle.lock:
+                tail = layer_tail(ctx.model, ctx.layer)
+            if tail is not None and is_piecewise_linear(tail):  # H = 0: the shared pass's gradient is exact
+                info.update(utility=p.utility, hvp_norm=0.0,
+                            backward="none: the network after the layer is piecewise linear, so H A = 0 "
+                                     "and G is the shared pass's gradient")
+                return ctx.product(P.LAYER_GRAD)[0].mean(dim=(1, 2))
         with ctx.handle.lock, torch.enable_grad():
             leaf = a[None].detach().clone().requires_grad_(True)
             out, mode = tail_logits(ctx, leaf, logits)

@@ -17,12 +17,14 @@ any graph, but the part before the layer then runs once per batch (reported in t
 """
 from __future__ import annotations
 
+import operator
 import threading
 import weakref
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
 _TAILS: "weakref.WeakKeyDictionary[nn.Module, dict[str, Optional[fx.GraphModule]]]" = weakref.WeakKeyDictionary()
@@ -76,6 +78,34 @@ def layer_tail(model: nn.Module, layer: str) -> Optional[fx.GraphModule]:
         if layer not in per_model:
             per_model[layer] = _split(model, layer)
         return per_model[layer]
+
+
+#: Modules whose output is piecewise linear in their input in eval mode (second derivative 0 almost
+#: everywhere): affine maps, ReLU-like kernels, max/average pooling, reshapes, eval-mode dropout.
+PIECEWISE_LINEAR_MODULES: tuple[type, ...] = (
+    nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.ReLU, nn.ReLU6,
+    nn.LeakyReLU, nn.Hardtanh, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Dropout, nn.Dropout2d, nn.Identity)
+_PIECEWISE_LINEAR_FUNCTIONS = {
+    torch.flatten, torch.relu, F.relu, F.relu6, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d,
+    F.adaptive_max_pool2d, F.dropout, torch.cat, torch.add, operator.add, operator.getitem, torch.mean}
+_PIECEWISE_LINEAR_METHODS = {"view", "reshape", "flatten", "size", "relu", "relu_", "mean", "contiguous", "permute",
+                             "transpose", "squeeze", "unsqueeze", "add", "add_"}
+
+
+def is_piecewise_linear(tail: fx.GraphModule) -> bool:
+    """Whether every operation of ``tail`` (a :func:`layer_tail`) is piecewise linear in its input
+    (:data:`PIECEWISE_LINEAR_MODULES`, additions, concatenation, reshapes), so that its Hessian w.r.t.
+    the layer's output is 0 almost everywhere. Conservative: anything not listed (a product of two
+    activations, softmax, GELU, attention) makes it False."""
+    for node in tail.graph.nodes:
+        if node.op == "call_module" and not isinstance(tail.get_submodule(node.target), PIECEWISE_LINEAR_MODULES):
+            return False
+        if node.op == "call_function" and node.target not in _PIECEWISE_LINEAR_FUNCTIONS:
+            return False
+        if node.op == "call_method" and node.target not in _PIECEWISE_LINEAR_METHODS:
+            return False
+    return True
 
 
 @contextmanager

@@ -461,3 +461,18 @@ def test_aug_smooth_contexts_are_shared_by_the_methods_of_a_request(monkeypatch,
     expected = {((x * f).flip(-1) if flip else x * f).numpy().tobytes() for flip, f in AUGMENTATIONS}
     assert {c.numpy().tobytes() for c in calls} == expected
     assert all(r.target == targets[1] for r in res.values())
+
+
+def test_shapleycam_skips_the_tail_only_where_the_tail_is_piecewise_linear(r18):
+    from cnnviz_core.attribution.tail import is_piecewise_linear, layer_tail
+
+    handle, x, targets = r18
+    assert is_piecewise_linear(layer_tail(handle.model, "layer4"))
+    res = explain_detailed(handle, x, ["shapleycam", "gradcam"], target=targets[0], cache=None)
+    assert res["shapleycam"].info["backward"].startswith("none: the network after the layer is piecewise linear")
+    np.testing.assert_allclose(res["shapleycam"].layer_map, res["gradcam"].layer_map, rtol=1e-5, atol=1e-7)
+    rest = explain_detailed(handle, x, "shapleycam", target=targets[0], cache=None, utility="rest")["shapleycam"]
+    assert not rest.info["backward"].startswith("none")  # the softmax's curvature needs the double backward
+    curved = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.GELU(), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    curved(torch.zeros(1, 3, 8, 8))
+    assert not is_piecewise_linear(layer_tail(curved.eval(), "0"))
