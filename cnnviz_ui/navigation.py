@@ -14,11 +14,15 @@ is imported.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import streamlit as st
+
+#: Session flag: this session was sent once from a page script run on its own to ``dashboard.py``.
+REDIRECTED_KEY = "_cnnviz_redirected_to_navigation"
 
 
 @dataclass(frozen=True)
@@ -101,3 +105,19 @@ def render_menu(pages: dict[str, list]) -> None:
             for page in items:
                 st.page_link(page, width="stretch")
         st.divider()
+
+
+def enter_through_dashboard() -> None:
+    """First statement of every page script, before it imports the engine: a page run without the
+    entrypoint (a deep link as the server's first request, served in Streamlit's legacy ``pages/``
+    mode) registers the navigation once per session and reruns through ``dashboard.py``, which draws
+    the frame and its loading state at once instead of leaving the page blank while torch imports.
+    Inside the entrypoint (``cnnviz_ui.sidebar.app_frame`` active) it does nothing; if the redirect
+    was already tried, the page goes on and :func:`cnnviz_ui.sidebar.page_selection` draws the
+    sidebar itself."""
+    frame = getattr(sys.modules.get("cnnviz_ui.sidebar"), "_FRAME", None)
+    if getattr(frame, "active", False) or st.session_state.get(REDIRECTED_KEY):
+        return
+    st.session_state[REDIRECTED_KEY] = True
+    st.navigation(navigation_pages(), position="sidebar", expanded=True)
+    st.rerun()

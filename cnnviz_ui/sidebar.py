@@ -168,7 +168,7 @@ def _image_section() -> tuple[Image.Image, str, tuple]:
 
 
 _FRAME = threading.local()  # .active: inside dashboard.py's page.run() in this script thread
-_REDIRECTED_KEY = "_cnnviz_redirected_to_navigation"
+from .navigation import REDIRECTED_KEY as _REDIRECTED_KEY  # noqa: E402
 
 
 @contextmanager

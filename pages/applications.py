@@ -6,6 +6,10 @@ import importlib.util
 
 import streamlit as st
 
+from cnnviz_ui.navigation import enter_through_dashboard
+
+enter_through_dashboard()  # a deep link served on its own: through dashboard.py first
+
 from cnnviz_core import CnnvizError, entries, plots
 from cnnviz_core.attribution import CAM_METHODS, METHODS
 from cnnviz_core.paths import DATA_ROOT_ENV, confine, data_roots

@@ -4,6 +4,10 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from cnnviz_ui.navigation import enter_through_dashboard
+
+enter_through_dashboard()  # a deep link served on its own: through dashboard.py first
+
 from cnnviz_core import plots
 from cnnviz_ui import chart, guard, page_header, page_selection, require_model
 from cnnviz_ui import services as svc

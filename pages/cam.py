@@ -10,6 +10,10 @@ from typing import Optional
 import numpy as np
 import streamlit as st
 
+from cnnviz_ui.navigation import enter_through_dashboard
+
+enter_through_dashboard()  # a deep link served on its own: through dashboard.py first
+
 from cnnviz_core import plots
 from cnnviz_core.attribution import FAMILIES, METHODS
 from cnnviz_ui import chart, download_buttons, guard, page_header, page_selection, require_model, run_controls, \

@@ -4,6 +4,10 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from cnnviz_ui.navigation import enter_through_dashboard
+
+enter_through_dashboard()  # a deep link served on its own: through dashboard.py first
+
 from cnnviz_core import SAMPLES, CnnvizError, image_digest, load_image, plots
 from cnnviz_core.images import to_png_bytes
 from cnnviz_ui import chart, download_buttons, error_message, page_header, page_selection, require_model, \

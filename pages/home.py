@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
+from cnnviz_ui.navigation import enter_through_dashboard
+
+enter_through_dashboard()  # a deep link served on its own: through dashboard.py first
+
 from cnnviz_ui import error_message, page_header, page_selection
 from cnnviz_ui.compute import predict
 from cnnviz_ui.navigation import HOME, PAGES

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import streamlit as st
 
+from cnnviz_ui.navigation import enter_through_dashboard
+
+enter_through_dashboard()  # a deep link served on its own: through dashboard.py first
+
 from cnnviz_core import SAMPLES, CnnvizError, image_digest, load_image, plots
 from cnnviz_core.featureviz import STYLE_LAYERS
 from cnnviz_core.images import to_png_bytes
