@@ -29,6 +29,7 @@ from ..errors import MethodUnavailableError, ParameterError
 from .cam import (CAM_NEEDS_GRAD, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, WeightedCAM, XGradCAM,
                   anticorrelated)
 from .passes import PassContext
+from ..typed_params import real
 from .registry import CAMParams, Paper, Params, Product, register
 from .tail import is_piecewise_linear, layer_tail, replaced_output
 
@@ -106,17 +107,10 @@ def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
 
 
 def _finite(name: str, value: Any, *, positive: bool = False, allow_none: bool = False) -> Optional[float]:
+    """A finite number ``>= 0`` (``> 0`` when ``positive``); ``None`` or ``"none"`` when ``allow_none``."""
     if allow_none and (value is None or (isinstance(value, str) and value.strip().lower() in ("", "none"))):
         return None
-    try:
-        if isinstance(value, bool):
-            raise ValueError(value)
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(v) or (v <= 0 if positive else v < 0):
-        raise ParameterError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
-    return v
+    return real(name, value, low=0.0, low_open=positive, high=math.inf, high_open=True)
 
 
 # ---- EigenGrad-CAM, element-wise Grad-CAM ---------------------------------------------------------
