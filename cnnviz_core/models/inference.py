@@ -36,6 +36,7 @@ import warnings
 from typing import Callable, Optional
 
 import torch
+import torch.fx
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,16 @@ def frozen_twin(module: nn.Module, probe: torch.Tensor) -> tuple[Optional[nn.Mod
     return frozen, "frozen"
 
 
+def _fx_traceable(model: nn.Module) -> bool:
+    """Whether ``torch.fx`` traces ``model`` symbolically (so its forward has no data-dependent
+    Python control flow, which a ``torch.jit.trace`` would silently bake in)."""
+    try:
+        torch.fx.symbolic_trace(_without_hooks(model))
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
 def _matches(got: object, want: torch.Tensor) -> bool:
     if not isinstance(got, torch.Tensor) or got.shape != want.shape:
         return False
@@ -169,6 +180,11 @@ class InferenceTwin:
         return self._module
 
     def _choose_engine(self, probe: torch.Tensor) -> None:
+        if not (self.how == "bn-folded" or (self.how == "no BatchNorm to fold" and _fx_traceable(self._module))):
+            # a trace records one path through Python control flow; only a graph torch.fx could
+            # trace symbolically (no data-dependent branches) is safe to freeze
+            self.engine = f"eager ({self.how})"
+            return
         frozen, why = frozen_twin(self._module, probe)
         if frozen is None:
             self.engine = f"eager ({why})"

@@ -114,3 +114,17 @@ def _force_frozen(twin: InferenceTwin, probe: torch.Tensor) -> None:
     assert why == "frozen"
     twin.engine = "frozen"
     twin._frozen_shapes[tuple(probe.shape[1:])] = True
+
+
+def test_no_frozen_trace_for_data_dependent_control_flow():
+    """A trace would bake in one branch of ``_Branchy``; torch.fx refuses it, so it stays eager."""
+    net = _Branchy().eval()
+    twin = InferenceTwin(net, 8, torch.device("cpu"))
+    for sign in (1.0, -1.0):  # inputs that take either branch
+        x = sign * torch.ones(2, 3, 8, 8) * 5
+        with torch.inference_mode():
+            torch.testing.assert_close(twin(x), net(x))
+    assert twin.engine.startswith("eager")
+    from cnnviz_core.models.inference import _fx_traceable
+
+    assert not _fx_traceable(_Branchy()) and _fx_traceable(nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten()))
