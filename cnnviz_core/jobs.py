@@ -4,7 +4,8 @@ A long job (exact Score-CAM, SmoothGrad / IG on a large model, Deep Dream, style
 a top-activation search) is ``work(progress, cancel)``, as everywhere in the engine. :class:`JobPool`
 runs at most ``workers`` of them at once (``$CNNVIZ_LONG_JOBS``, default 1); each worker thread
 limits its own intra-op threads (``$CNNVIZ_LONG_JOB_THREADS``, default half the cores; OpenMP thread
-counts are per thread), so short requests, which never enter the pool, keep cores of their own. A queued job knows how many jobs are
+counts are per thread) and runs at a lower scheduling priority (``$CNNVIZ_LONG_JOB_NICE``, default
+10), so short requests, which never enter the pool, keep cores of their own and win a contended one. A queued job knows how many jobs are
 ahead of it; cancelling a queued job removes it; one owner (a browser session) has at most one job
 queued or running. A worker that dies during a job (any exception, ``BaseException`` included)
 marks the job failed and is replaced, so the next job runs. So is a worker whose job failed with an
@@ -70,14 +71,14 @@ class Job:
         return self._done.wait(timeout)
 
 
-def _int_env(name: str, default: int) -> int:
+def _int_env(name: str, default: int, minimum: int = 1) -> int:
     text = os.environ.get(name, "").strip()
     try:
         value = int(text) if text else default
     except ValueError:
         raise ParameterError(f"{name} must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise ParameterError(f"{name} must be >= 1, got {value}")
+    if value < minimum:
+        raise ParameterError(f"{name} must be >= {minimum}, got {value}")
     return value
 
 
@@ -98,6 +99,20 @@ def failure_message(exc: BaseException) -> str:
     return detail
 
 
+def lower_priority(nice: int) -> bool:
+    """Raise the calling thread's niceness by ``nice`` (Linux: per thread; threads it starts later,
+    OpenMP's included, inherit it). Lowering one's own priority needs no privilege; where the OS
+    has no per-thread niceness this does nothing and returns False."""
+    if nice <= 0 or not hasattr(os, "setpriority") or not hasattr(threading, "get_native_id"):
+        return False
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+    except OSError:
+        return False
+    return True
+
+
 class JobPool:
     """At most ``workers`` long jobs at once, first come first served."""
 
@@ -105,6 +120,9 @@ class JobPool:
         self.workers = workers or _int_env("CNNVIZ_LONG_JOBS", 1)
         self.threads_per_job = threads_per_job or _int_env("CNNVIZ_LONG_JOB_THREADS",
                                                            max(1, (os.cpu_count() or 2) // 2))
+        #: Scheduling niceness of the worker threads (``$CNNVIZ_LONG_JOB_NICE``, 0..19, default 10):
+        #: where a long job and a short request want the same core, the short request gets it.
+        self.nice = min(19, max(0, _int_env("CNNVIZ_LONG_JOB_NICE", 10, minimum=0)))
         self._queue: deque[Job] = deque()
         self._running: set[Job] = set()
         self._by_owner: dict[str, Job] = {}
@@ -197,6 +215,7 @@ class JobPool:
         job._done.set()
 
     def _worker(self, ready: threading.Event) -> None:
+        lower_priority(self.nice)
         torch.set_num_threads(self.threads_per_job)
         torch.get_num_threads()  # initialises this thread's pool size now, before the default is restored
         ready.set()

@@ -148,3 +148,23 @@ def test_failure_messages_name_an_allocation_failure():
                 RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")):
         message = failure_message(exc)
         assert message.startswith("the server ran out of memory during this job") and type(exc).__name__ in message
+
+
+def test_workers_run_at_a_lower_priority_than_the_server():
+    import os
+    import threading
+
+    from cnnviz_core.jobs import JobPool
+
+    if not hasattr(os, "setpriority"):
+        pytest.skip("no per-thread niceness on this OS")
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    pool = JobPool(workers=1, threads_per_job=1)
+    try:
+        job = pool.submit("a", "nice", lambda progress, cancel: os.getpriority(os.PRIO_PROCESS,
+                                                                                 threading.get_native_id()))
+        job.wait(10)
+        assert job.result == min(19, base + pool.nice) and pool.nice == 10
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the caller is untouched
+    finally:
+        pool.shutdown()

@@ -55,7 +55,7 @@ class ModelHandle:
         self._conv_layers = conv_layer_paths(self.model)
         self._mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
-        self._twin = InferenceTwin(self.model, spec.input_size, device)
+        self._twin = InferenceTwin(self.model, spec.input_size, device, lock=self.lock)
         self._tail_twins: dict[str, InferenceTwin] = {}
 
     # ---- facts -------------------------------------------------------------------------------
@@ -167,10 +167,10 @@ class ModelHandle:
 
     def batch_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, num_classes)`` of a batch of many perturbed inputs (Score-CAM, occlusion,
-        deletion/insertion), without gradients and hooks, under the model lock: runs the
-        BatchNorm-folded, channels-last twin of :mod:`.inference` (same values up to rounding)."""
-        with self.lock:
-            return self._twin(x)
+        deletion/insertion), without gradients and hooks: runs the inference twin of :mod:`.inference`
+        (BatchNorm folded, frozen where faster; same values up to rounding), outside the model lock
+        unless the twin is the model itself."""
+        return self._twin(x)  # takes the lock itself when it runs the model (see InferenceTwin)
 
     def batch_tail_logits(self, layer: str, tail: torch.nn.Module, activations: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, num_classes)`` of ``tail`` (the part of the model after ``layer``, see
@@ -181,8 +181,8 @@ class ModelHandle:
             twin = self._tail_twins.get(layer)
             if twin is None:
                 twin = self._tail_twins[layer] = InferenceTwin(tail, self.spec.input_size, self.device,
-                                                               probe=activations[:2].detach().clone())
-            return twin(activations)
+                                                               probe=activations[:2].detach().clone(), lock=self.lock)
+        return twin(activations)
 
     def nbytes(self) -> int:
         """Bytes of the model's tensors plus its inference twin's (once built), storage counted once."""

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 import time
 import warnings
 from typing import Callable, Optional
@@ -138,17 +139,27 @@ def _fastest(candidates: dict[str, Callable[[torch.Tensor], torch.Tensor]], x: t
 
 
 class InferenceTwin:
-    """Lazily built, once per model: call ``twin(x)`` for logits of a batch (no gradients)."""
+    """Lazily built, once per model: call ``twin(x)`` for logits of a batch (no gradients).
+
+    Thread safety: the shared ``model`` is only run under ``lock`` (the model's lock: other calls
+    register hooks on it). The twin is built from a hook-free copy taken under that lock, by one
+    thread at a time (its own build lock), and a private twin (the folded copy or the frozen trace)
+    runs WITHOUT the model's lock, so a long job's batches never make short requests on the same
+    model wait; only a twin that is the model itself (nothing to fold) takes the lock."""
 
     def __init__(self, model: nn.Module, input_size: int, device: torch.device,
-                 probe: Optional[torch.Tensor] = None) -> None:
+                 probe: Optional[torch.Tensor] = None, lock: Optional[threading.RLock] = None) -> None:
         """``probe``: a batch like the ones to come (default: 2 random images of ``input_size``);
-        a twin of the part of a network after a layer is probed with that layer's activations."""
+        a twin of the part of a network after a layer is probed with that layer's activations.
+        ``lock``: the lock that guards ``model`` (default: a private one)."""
         self._model = model
         self._input_size = input_size
         self._device = device
         self._probe = probe
+        self._lock = lock if lock is not None else threading.RLock()
+        self._build_lock = threading.Lock()
         self._module: Optional[nn.Module] = None
+        self._private = False  # whether _module is our own copy (runs without the model's lock)
         self._frozen: Optional[nn.Module] = None
         self._frozen_shapes: dict[tuple[int, ...], bool] = {}
         self._frozen_bytes = 0
@@ -169,37 +180,55 @@ class InferenceTwin:
 
     def module(self) -> nn.Module:
         if self._module is None:
-            probe = self._probe
-            if probe is None:
-                gen = torch.Generator().manual_seed(0)
-                probe = torch.randn(2, 3, self._input_size, self._input_size, generator=gen).to(self._device)
-            self._probe = None
-            self._module, self.how = fused_twin(self._model, probe)
-            if self._device.type == "cpu":
-                self._choose_engine(probe)
+            with self._build_lock:
+                if self._module is None:
+                    self._build()
+        assert self._module is not None
         return self._module
 
-    def _choose_engine(self, probe: torch.Tensor) -> None:
-        if not (self.how == "bn-folded" or (self.how == "no BatchNorm to fold" and _fx_traceable(self._module))):
+    def _build(self) -> None:
+        probe = self._probe
+        if probe is None:
+            gen = torch.Generator().manual_seed(0)
+            probe = torch.randn(2, 3, self._input_size, self._input_size, generator=gen).to(self._device)
+        self._probe = None
+        with self._lock:
+            copy_ = _without_hooks(self._model)
+        for p in copy_.parameters():
+            p.requires_grad_(False)
+        twin, how = fused_twin(copy_, probe)
+        frozen: Optional[nn.Module] = None
+        engine = f"eager ({how})"
+        if self._device.type == "cpu" and (how == "bn-folded" or (how == "no BatchNorm to fold" and _fx_traceable(twin))):
             # a trace records one path through Python control flow; only a graph torch.fx could
             # trace symbolically (no data-dependent branches) is safe to freeze
-            self.engine = f"eager ({self.how})"
-            return
-        frozen, why = frozen_twin(self._module, probe)
+            frozen, engine = self._choose_engine(twin, probe)
+        self.how, self.engine = how, engine
+        if frozen is not None:  # the eager copy is dropped: the model itself answers shapes the trace cannot
+            self._frozen, self._frozen_bytes = frozen, _nbytes(twin)
+            self._frozen_shapes[tuple(probe.shape[1:])] = True
+            self._module, self._private = self._model, False
+        elif how == "bn-folded":
+            self._module, self._private = twin, True
+        else:  # nothing folded: no second copy of the weights is kept
+            self._module, self._private = self._model, False
+
+    @staticmethod
+    def _choose_engine(eager: nn.Module, probe: torch.Tensor) -> tuple[Optional[nn.Module], str]:
+        frozen, why = frozen_twin(eager, probe)
         if frozen is None:
-            self.engine = f"eager ({why})"
-            return
-        eager = self._module
+            return None, f"eager ({why})"
         batch = probe.repeat(2, 1, 1, 1)
         pick = _fastest({"eager": lambda t: eager(channels_last(t)), "frozen": lambda t: frozen(channels_last(t))},
                         batch)
-        if pick == "frozen":  # the eager copy is dropped: the model itself answers shapes the trace cannot
-            self._frozen, self.engine = frozen, "frozen"
-            self._frozen_shapes[tuple(probe.shape[1:])] = True
-            self._frozen_bytes = sum(t.numel() * t.element_size() for t in [*eager.parameters(), *eager.buffers()])
-            self._module = self._model
-        else:
-            self.engine = "eager (faster than its frozen trace)"
+        return (frozen, "frozen") if pick == "frozen" else (None, "eager (faster than its frozen trace)")
+
+    def _eager(self, x: torch.Tensor) -> torch.Tensor:
+        module = self.module()
+        if self._private:
+            return module(channels_last(x))
+        with self._lock:
+            return module(channels_last(x))
 
     def _frozen_for(self, x: torch.Tensor) -> Optional[nn.Module]:
         """The frozen trace if it is right for ``x``'s image shape (checked once per shape)."""
@@ -209,7 +238,7 @@ class InferenceTwin:
         if shape not in self._frozen_shapes:
             try:
                 got = self._frozen(channels_last(x[:1]))
-                self._frozen_shapes[shape] = _matches(got, self._module(channels_last(x[:1])))
+                self._frozen_shapes[shape] = _matches(got, self._eager(x[:1]))
             except Exception as exc:  # noqa: BLE001 - a shape the trace cannot take: eager for it
                 log.info("frozen twin refuses shape %s: %s", shape, exc)
                 self._frozen_shapes[shape] = False
@@ -217,11 +246,15 @@ class InferenceTwin:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            module = self.module()
+            self.module()
             frozen = self._frozen_for(x)
             if frozen is not None:
                 out = frozen(channels_last(x))
                 if isinstance(out, torch.Tensor) and out.shape[:1] == x.shape[:1]:
                     return out
                 self._frozen_shapes[tuple(x.shape[1:])] = False
-            return module(channels_last(x))
+            return self._eager(x)
+
+
+def _nbytes(module: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])

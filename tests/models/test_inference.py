@@ -102,18 +102,11 @@ class _FixedSize(nn.Module):
 def test_frozen_twin_never_answers_for_a_shape_it_gets_wrong():
     net = _FixedSize().eval()
     twin = InferenceTwin(net, 8, torch.device("cpu"))
-    twin._choose_engine = lambda probe: _force_frozen(twin, probe)  # keep the trace whatever its speed
+    twin._choose_engine = lambda eager, probe: (frozen_twin(eager, probe)[0], "frozen")  # whatever its speed
     x = torch.randn(4, 3, 12, 12)
     with torch.inference_mode():
         torch.testing.assert_close(twin(x), net(x), rtol=1e-4, atol=1e-5)
-
-
-def _force_frozen(twin: InferenceTwin, probe: torch.Tensor) -> None:
-    twin._frozen, why = frozen_twin(twin._module, probe)
-    twin._module = twin._model
-    assert why == "frozen"
-    twin.engine = "frozen"
-    twin._frozen_shapes[tuple(probe.shape[1:])] = True
+    assert twin.engine == "frozen" and (3, 12, 12) in twin._frozen_shapes  # checked against the model
 
 
 def test_no_frozen_trace_for_data_dependent_control_flow():
@@ -128,3 +121,29 @@ def test_no_frozen_trace_for_data_dependent_control_flow():
     from cnnviz_core.models.inference import _fx_traceable
 
     assert not _fx_traceable(_Branchy()) and _fx_traceable(nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten()))
+
+
+def test_a_private_twin_runs_without_the_model_lock():
+    """A long job's batches on the folded copy or the frozen trace never hold the shared model's lock."""
+    import threading
+
+    lock = threading.RLock()
+    twin = InferenceTwin(_bn_net(), 16, torch.device("cpu"), lock=lock)
+    twin.module()
+    held = threading.Event()
+    done = threading.Event()
+
+    def holder():
+        with lock:
+            held.set()
+            done.wait(10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait(5)
+    try:
+        out = twin(torch.randn(2, 3, 16, 16))  # would block until `done` if it took the model's lock
+        assert out.shape == (2, 4)
+    finally:
+        done.set()
+        t.join()
