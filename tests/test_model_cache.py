@@ -1,7 +1,6 @@
 """The engine's model cache is bounded by bytes (twins included) and never evicts a model in use."""
 from __future__ import annotations
 
-import threading
 
 import pytest
 import torch
@@ -9,6 +8,7 @@ import torch
 from cnnviz_core import Engine, load_model
 from cnnviz_core.errors import ParameterError
 from cnnviz_core.model_cache import ModelCache, budget_from_env
+from lock_helpers import held_by_another_thread
 
 
 def _bytes(handle) -> int:
@@ -40,22 +40,9 @@ def test_a_model_held_by_a_running_call_is_not_evicted():
     a, b = load_model("squeezenet1_1", weights=None), load_model("shapes-cnn", weights=None)
     cache = ModelCache(budget_bytes=max(a.nbytes(), b.nbytes()) + 1)
     cache.put("a", a)
-    held, release = threading.Event(), threading.Event()
-
-    def run_pass() -> None:
-        with a.lock:
-            held.set()
-            release.wait(10)
-
-    worker = threading.Thread(target=run_pass)
-    worker.start()
-    held.wait(10)
-    try:
+    with held_by_another_thread(a.lock):  # a pass is running on a
         cache.put("b", b)
         assert set(cache.keys()) == {"a", "b"}  # over budget, but a is in use
-    finally:
-        release.set()
-        worker.join()
     cache.trim()
     assert cache.keys() == ["b"]
 

@@ -127,23 +127,10 @@ def test_a_private_twin_runs_without_the_model_lock():
     """A long job's batches on the folded copy or the frozen trace never hold the shared model's lock."""
     import threading
 
+    from lock_helpers import held_by_another_thread
+
     lock = threading.RLock()
     twin = InferenceTwin(_bn_net(), 16, torch.device("cpu"), lock=lock)
     twin.module()
-    held = threading.Event()
-    done = threading.Event()
-
-    def holder():
-        with lock:
-            held.set()
-            done.wait(10)
-
-    t = threading.Thread(target=holder)
-    t.start()
-    held.wait(5)
-    try:
-        out = twin(torch.randn(2, 3, 16, 16))  # would block until `done` if it took the model's lock
-        assert out.shape == (2, 4)
-    finally:
-        done.set()
-        t.join()
+    with held_by_another_thread(lock):
+        assert twin(torch.randn(2, 3, 16, 16)).shape == (2, 4)  # would block until the end if it took the lock
