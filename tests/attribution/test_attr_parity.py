@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from cnnviz_core import load_model
 from cnnviz_core.attribution import explain, explain_detailed
+from cnnviz_core.bench.models_bench import reference_model as reference_copy  # a library user's copy of the model
+from unit_helpers import pearson
 
 pgc = pytest.importorskip("pytorch_grad_cam")
 captum_attr = pytest.importorskip("captum.attr")
@@ -41,25 +42,6 @@ PGC_EXCLUDED = {("mobilenet_v3_large", "gradcam++"), ("mobilenet_v3_large", "xgr
 LINEAR_IN_SCORE = {"gradcam", "xgradcam", "layercam", "hirescam"}
 PGC_CAMS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM",
             "layercam": "LayerCAM", "hirescam": "HiResCAM"}
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    if a.std() == 0 and b.std() == 0:
-        return 1.0 if np.allclose(a, b) else 0.0
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def reference_copy(model: nn.Module) -> nn.Module:
-    """A deep copy for the libraries: they need parameters that require grad (pgc) and no in-place
-    ReLUs (captum's module hooks); pgc's guided backprop even swaps modules."""
-    ref = copy.deepcopy(model)
-    for p in ref.parameters():
-        p.requires_grad_(True)
-    for m in ref.modules():
-        if isinstance(m, nn.ReLU):
-            m.inplace = False
-    return ref.eval()
 
 
 @pytest.fixture(scope="module", params=ARCHS, ids=[a for a, _ in ARCHS])

@@ -10,7 +10,6 @@ untested.
 """
 from __future__ import annotations
 
-import copy
 import threading
 
 import numpy as np
@@ -25,6 +24,7 @@ from cnnviz_core.attribution.lrp import Composite, Rule, lrp_hooks
 from cnnviz_core.errors import MethodUnavailableError, ParameterError
 from cnnviz_core.hooks import hook_count
 from cnnviz_core.models import ModelHandle, ModelSpec
+from cnnviz_core.bench.models_bench import reference_model as reference  # a library user's copy of the model
 
 zennit = pytest.importorskip("zennit")
 from zennit.attribution import Gradient  # noqa: E402
@@ -61,16 +61,6 @@ def random_handle(name: str) -> ModelHandle:
                      default_layer="layer4" if name.startswith("resnet") else "features", input_size=SIZE,
                      resize_size=SIZE)
     return ModelHandle(spec, model, torch.device("cpu"), "random")
-
-
-def reference(model: nn.Module) -> nn.Module:
-    ref = copy.deepcopy(model)
-    for p in ref.parameters():
-        p.requires_grad_(True)
-    for m in ref.modules():
-        if isinstance(m, nn.ReLU):
-            m.inplace = False
-    return ref.eval()
 
 
 def zennit_composites(handle: ModelHandle, canonizers) -> dict:

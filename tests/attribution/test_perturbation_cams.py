@@ -19,7 +19,6 @@ independently (one image at a time, the plain model rather than the BatchNorm-fo
 """
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import pytest
@@ -34,28 +33,13 @@ from cnnviz_core.attribution.perturbation_cams import iscam_coefficients
 from cnnviz_core.attribution.rise import RiseMasks, rise_masks
 from cnnviz_core.errors import Cancelled, ParameterError
 from cnnviz_core.progress import CancelToken
+from cnnviz_core.bench.models_bench import reference_model as reference_copy  # a library user's copy of the model
+from unit_helpers import pearson
 
 torchcam = pytest.importorskip("torchcam.methods")
 
 SIZE = 64
 CASES = [("resnet18", "layer1"), pytest.param("vgg11", "features.5", marks=pytest.mark.slow)]  # 64 / 128 channels
-
-
-def pearson(a, b) -> float:
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    if a.std() == 0 and b.std() == 0:
-        return 1.0 if np.allclose(a, b) else 0.0
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def reference_copy(model: nn.Module) -> nn.Module:
-    ref = copy.deepcopy(model)
-    for p in ref.parameters():
-        p.requires_grad_(True)
-    for m in ref.modules():
-        if isinstance(m, nn.ReLU):
-            m.inplace = False
-    return ref.eval()
 
 
 _HANDLES: dict[str, object] = {}

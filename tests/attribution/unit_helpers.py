@@ -1,16 +1,15 @@
 """Helpers of the unit-target tests: random-weight torchvision models as handles, Pearson r."""
 from __future__ import annotations
 
-import copy
 from functools import lru_cache
 
 import numpy as np
 import torch
 import torchvision
-from torch import nn
 
 from cnnviz_core import load_model
 from cnnviz_core.models import ModelHandle
+from cnnviz_core.bench.models_bench import reference_model as reference_copy  # noqa: F401 - for the parity tests
 
 
 @lru_cache(maxsize=None)
@@ -21,17 +20,6 @@ def tv_handle(arch: str, seed: int = 0) -> ModelHandle:
     model = torchvision.models.get_model(arch, weights=None)
     spec = load_model("resnet18", weights=None).spec
     return ModelHandle(spec, model, torch.device("cpu"), f"{arch} random seed {seed}")
-
-
-def reference_copy(model: nn.Module) -> nn.Module:
-    """A deep copy for captum: parameters that require grad and no in-place ReLUs (module hooks)."""
-    ref = copy.deepcopy(model)
-    for p in ref.parameters():
-        p.requires_grad_(True)
-    for m in ref.modules():
-        if isinstance(m, nn.ReLU):
-            m.inplace = False
-    return ref.eval()
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:

@@ -3,15 +3,14 @@ computed through the loaded file (state_dict, checkpoint, safetensors, .pt2, tim
 on the ORIGINAL module, same input: Pearson r >= 0.99. TorchScript: saliency vs Captum."""
 from __future__ import annotations
 
-import copy
 import os
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from cnnviz_core import UserModelOptions, explain, load_model
+from cnnviz_core.bench.models_bench import reference_model as reference_copy  # a library user's copy of the model
 from user_model_files import (
     SIZE, export_program, fine_tuned, photo, save_safetensors, save_state, timm_model, trace_script,
 )
@@ -44,17 +43,6 @@ def pearson(a, b) -> float:
     if a.std() == 0 or b.std() == 0:  # e.g. a CAM that ReLU zeroes everywhere, on both sides
         return 1.0 if np.allclose(a, b) else 0.0
     return float(np.corrcoef(a, b)[0, 1])
-
-
-def reference_copy(model: nn.Module) -> nn.Module:
-    """For the libraries only: parameters that require grad, no in-place ReLUs (Captum's hooks)."""
-    ref = copy.deepcopy(model)
-    for p in ref.parameters():
-        p.requires_grad_(True)
-    for m in ref.modules():
-        if isinstance(m, nn.ReLU):
-            m.inplace = False
-    return ref.eval()
 
 
 def _minmax(m: np.ndarray) -> np.ndarray:
