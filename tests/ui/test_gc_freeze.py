@@ -1,0 +1,35 @@
+"""The dashboard freezes its import-time objects once per process, so that Streamlit's full garbage
+collection after every script run (``runner.postScriptGC``) no longer scans torch's ~390k objects."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_dashboard_run_freezes_import_time_objects_once():
+    # a fresh interpreter: this test process's own objects stay out of it
+    script = textwrap.dedent(f"""
+        import gc
+        from streamlit.testing.v1 import AppTest
+        assert gc.get_freeze_count() == 0
+        at = AppTest.from_file({str(REPO / "dashboard.py")!r}, default_timeout=180).run()
+        assert not at.exception, at.exception
+        frozen = gc.get_freeze_count()  # frozen objects that die by reference count leave it
+        from cnnviz_ui.state import freeze_import_time_objects
+        first = freeze_import_time_objects()  # the count at the freeze
+        assert first >= frozen
+        at.run()
+        assert freeze_import_time_objects() == first
+        assert gc.get_freeze_count() <= frozen  # once per process: the second run froze nothing more
+        # what a full collection still scans: objects made after the engine's import, not torch's
+        print(frozen, len(gc.get_objects()))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    frozen, tracked = map(int, done.stdout.split()[-2:])
+    assert frozen > 100_000  # torch, torchvision, plotly, streamlit and the engine
+    assert tracked < frozen / 2
