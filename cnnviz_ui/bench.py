@@ -6,7 +6,8 @@ What it times, as a visitor feels it:
 - **first content**: the server answers its health check -> the first heading of the page is
   visible, and -> the page has finished its first run with its chart drawn (a cold server, per start);
 - **CAM page, ResNet-50 (random weights)**: adding a method to the set (the choice of the typed-in
-  method) -> the new grid is painted (one model pass: each repeat adds a method not computed before) and removing it again (no pass);
+  method) -> the new grid is painted (one model pass: each repeat adds a method not computed
+  before) and removing it again (no pass);
 - **a change that needs no model pass** (opacity: one arrow key on the focused slider; colormap: the
   click on the new option of the opened, typed-in list) -> the grid is repainted and the run ended;
 - **switching pages** with the same selection (CAM -> Backprop -> CAM) -> the page stopped changing.
