@@ -28,9 +28,7 @@ def _engine_imported() -> bool:
 def _start():
     """Import the engine's glue and draw the sidebar (loads the selected model); ``app_frame``."""
     from cnnviz_ui import app_frame, render_sidebar
-    from cnnviz_ui.state import freeze_import_time_objects
 
-    freeze_import_time_objects()
     render_sidebar()
     return app_frame
 

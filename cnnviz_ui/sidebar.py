@@ -23,8 +23,8 @@ from .image_set import IMAGE_TYPES, limits_text, read_image_set
 from .progress import get_job_pool, progress_callback
 from .share import seed_from_url, write_sidebar
 from .state import (
-    DEFAULT_MODEL, DEFAULT_SAMPLE, Selection, cached_sample, dev_random, get_engine, persist, restore_choices,
-    selection, set_selection,
+    DEFAULT_MODEL, DEFAULT_SAMPLE, Selection, cached_sample, dev_random, freeze_import_time_objects, get_engine,
+    persist, restore_choices, selection, set_selection,
 )
 from .user_model import session_budget_mb
 from .user_sidebar import user_model_section
@@ -223,7 +223,9 @@ def render_sidebar() -> Selection:
     """Draw the sidebar and store/return the :class:`Selection` the pages use.
 
     At a session's start the URL's query string seeds the widgets (a shared link); every run writes
-    the sidebar's values back to it (:mod:`cnnviz_ui.share`)."""
+    the sidebar's values back to it (:mod:`cnnviz_ui.share`). The first call in a process freezes the
+    import-time objects (:func:`~cnnviz_ui.state.freeze_import_time_objects`), before any model loads."""
+    freeze_import_time_objects()
     seed_from_url()
     restore_choices()
     with st.sidebar:

@@ -1,4 +1,4 @@
-"""The dashboard freezes its import-time objects once per process, so that Streamlit's full garbage
+"""The app freezes its import-time objects once per process, so that Streamlit's full garbage
 collection after every script run (``runner.postScriptGC``) no longer scans torch's ~390k objects."""
 from __future__ import annotations
 
@@ -7,16 +7,24 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_dashboard_run_freezes_import_time_objects_once():
+# the entrypoint, and a page drawing its own sidebar (a deep link whose redirect was already tried)
+@pytest.mark.parametrize("script_path, redirected", [("dashboard.py", False), ("pages/basics.py", True)])
+def test_app_run_freezes_import_time_objects_once(script_path, redirected):
     # a fresh interpreter: this test process's own objects stay out of it
     script = textwrap.dedent(f"""
         import gc
         from streamlit.testing.v1 import AppTest
+        from cnnviz_ui.navigation import REDIRECTED_KEY
         assert gc.get_freeze_count() == 0
-        at = AppTest.from_file({str(REPO / "dashboard.py")!r}, default_timeout=180).run()
+        at = AppTest.from_file({str(REPO / script_path)!r}, default_timeout=180)
+        if {redirected!r}:
+            at.session_state[REDIRECTED_KEY] = True
+        at.run()
         assert not at.exception, at.exception
         frozen = gc.get_freeze_count()  # frozen objects that die by reference count leave it
         from cnnviz_ui.state import freeze_import_time_objects
