@@ -4,7 +4,8 @@ calls into :mod:`cnnviz_core.attribution` so that pages never touch torch.
 * :func:`unit_target` builds the engine's typed target from the page's widgets;
 * :func:`layer_shape` / :func:`channel_map`: the chosen layer's feature map for the image (to pick a
   neuron by clicking it);
-* :func:`box_figure` / :func:`crop`: the receptive-field box drawn on the image, and the patch;
+* :func:`box_grid_figure` / :func:`crop`: the receptive-field box drawn on the image and its maps, and
+  the patch;
 * :func:`image_set` / :func:`layer_learned`: the top activations of a layer's channels over an image
   set (long work, run through :func:`cnnviz_ui.run_task`: progress, Stop), the paper's Fig. 2 grid.
 """
@@ -79,13 +80,18 @@ def selected_cell(event: object) -> Optional[tuple[int, int]]:
         return None
 
 
-def box_figure(image: np.ndarray, box: Optional[Sequence[int]], title: str, height: int = 280) -> go.Figure:
-    """``image`` with the receptive field ``(top, left, bottom, right)`` drawn as a rectangle."""
-    fig = plots.image_figure(image, title=title, height=height)
+def box_grid_figure(panels: dict[str, np.ndarray], box: Optional[Sequence[int]], height: int = 280) -> go.Figure:
+    """The ``{title: (H, W, 3) uint8}`` panels on one row of one figure (JPEG from 96 px a side, as
+    :func:`~cnnviz_core.plots.image_figure`), each with the receptive field ``(top, left, bottom,
+    right)`` drawn as a rectangle. One figure rather than one per panel: the browser draws one plot."""
+    jpeg = all(min(np.asarray(p).shape[:2]) >= 96 for p in panels.values())
+    fig = plots.image_grid({k: np.asarray(v, dtype=np.uint8) for k, v in panels.items()}, cols=len(panels),
+                           height_per_row=height, encoding="jpeg" if jpeg else "png")
     if box is not None:
         t, l, b, r = box
-        fig.add_shape(type="rect", x0=l - 0.5, x1=r - 0.5, y0=t - 0.5, y1=b - 0.5,
-                      line=dict(color="#00e5ff", width=2))
+        fig.update_layout(shapes=[dict(type="rect", x0=l - 0.5, x1=r - 0.5, y0=t - 0.5, y1=b - 0.5,
+                                       xref=f"x{i + 1 if i else ''}", yref=f"y{i + 1 if i else ''}",
+                                       line=dict(color="#00e5ff", width=2)) for i in range(len(panels))])
     return fig
 
 

@@ -114,9 +114,6 @@ with guard("Backprop"):
         if r.error:
             st.warning(f"{k}: {r.error}", icon=":material/info:")
     if usable:
-        cols = st.columns(len(usable) + 1)
-        with cols[0]:
-            chart(units.box_figure(view, box, "Input" + (" and receptive field" if box else "")), key="bp_input")
         if display == "Magnitude":
             mags = {k: plots.gradient_magnitude(r.raw) for k, r in usable.items()}
             zmin, zmax = plots.scale_range(list(mags.values())) if shared else (None, None)
@@ -125,10 +122,11 @@ with guard("Backprop"):
             panels = {k: plots.signed_rgb(r.raw) for k, r in usable.items()}
         from cnnviz_core.attribution import METHODS as REGISTRY
 
-        for col, (k, panel) in zip(cols[1:], panels.items()):
-            with col:
-                chart(units.box_figure(panel, box, REGISTRY[k].display_name), key=f"bp_map_{k}")
-                st.caption(RULES[k])
+        shown = {"Input" + (" and receptive field" if box else ""): view,
+                 **{REGISTRY[k].display_name: panel for k, panel in panels.items()}}
+        chart(units.box_grid_figure(shown, box), key="bp_maps")
+        for col, k in zip(st.columns(len(usable) + 1)[1:], panels):
+            col.caption(RULES[k])
         if box is not None:
             st.markdown("**The patch under the receptive field**, and each projection there")
             crops = st.columns(len(usable) + 1)
