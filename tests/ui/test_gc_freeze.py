@@ -41,3 +41,24 @@ def test_app_run_freezes_import_time_objects_once(script_path, redirected):
     frozen, tracked = map(int, done.stdout.split()[-2:])
     assert frozen > 100_000  # torch, torchvision, plotly, streamlit and the engine
     assert tracked < frozen / 2
+
+
+def test_pages_import_little_after_the_freeze():
+    """What the pages import on first use is imported before the freeze (``FIRST_USE_IMPORTS``): a
+    module imported later leaves its objects to be scanned by every post-run collection (the metrics'
+    scipy alone: ~400 modules, ~50k objects)."""
+    script = textwrap.dedent(f"""
+        import sys
+        from streamlit.testing.v1 import AppTest
+        from cnnviz_ui.navigation import PAGES
+        at = AppTest.from_file({str(REPO / "dashboard.py")!r}, default_timeout=180).run()
+        assert not at.exception, at.exception
+        frozen_with = set(sys.modules)
+        for info in PAGES:
+            at.switch_page(info.path).run()
+            assert not at.exception, (info.stem, at.exception)
+        print(len(set(sys.modules) - frozen_with))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) < 100  # was 1,080 with only the engine's import frozen
