@@ -10,7 +10,9 @@ What it times, as a visitor feels it:
   before) and removing it again (no pass);
 - **a change that needs no model pass** (opacity: one arrow key on the focused slider; colormap: the
   click on the new option of the opened, typed-in list) -> the grid is repainted and the run ended;
-- **switching pages** with the same selection (CAM -> Backprop -> CAM) -> the page stopped changing.
+- **switching pages** with the same selection (CAM -> Backprop -> CAM) -> the page stopped changing;
+  beside it, per switch, the seconds the browser's main thread was busy (Chrome's
+  ``Performance.getMetrics``) and the server's CPU seconds, to tell which side the time went to.
 
 Repeats of the different actions are interleaved; each figure is printed as median [min-max] over
 the repeats. No timing is asserted anywhere: the figures are for the README and for reviews.
@@ -66,8 +68,8 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serve(app_dir: Path, python: str = sys.executable) -> Iterator[tuple[str, float]]:
-    """``streamlit run dashboard.py`` in ``app_dir`` on a free port: yields ``(url, t_ready)`` where
+def serve(app_dir: Path, python: str = sys.executable) -> Iterator[tuple[str, float, int]]:
+    """``streamlit run dashboard.py`` in ``app_dir`` on a free port: yields ``(url, t_ready, pid)`` where
     ``t_ready`` is the ``perf_counter`` time its health check first answered."""
     port = _free_port()
     log = tempfile.NamedTemporaryFile("w+", prefix="cnnviz-uibench-", suffix=".log", delete=False)
@@ -90,7 +92,7 @@ def serve(app_dir: Path, python: str = sys.executable) -> Iterator[tuple[str, fl
                 log.seek(0)
                 raise RuntimeError(f"streamlit did not start (exit {proc.poll()}):\n{log.read()[-3000:]}")
             time.sleep(0.05)
-        yield url, time.perf_counter()
+        yield url, time.perf_counter(), proc.pid
     finally:
         proc.terminate()
         try:
@@ -176,6 +178,20 @@ def switch_page(page, title: str, path: str) -> float:
     return time.perf_counter() - t0
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def browser_busy_s(cdp) -> float:
+    """Seconds the page's main thread has been busy so far (Chrome's ``Performance.getMetrics``)."""
+    return next(m["value"] for m in cdp.send("Performance.getMetrics")["metrics"] if m["name"] == "TaskDuration")
+
+
 def engine_floors(repeats: int) -> dict[str, float]:
     """The engine's own time for the same work (median seconds, this process, ResNet-50 random)."""
     import numpy as np
@@ -217,14 +233,16 @@ def run(app_dir: Path, repeats: int, cold_starts: int, python: str = sys.executa
 
     figures: dict[str, list[float]] = {k: [] for k in (
         "first_heading", "first_page_done", "add_method_pass", "remove_method", "opacity", "colormap",
-        "switch_to_backprop", "switch_back_to_cam")}
+        "switch_to_backprop", "switch_back_to_cam", "switch_browser_busy", "switch_server_cpu")}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             for start in range(cold_starts):
-                with serve(app_dir, python) as (url, t_ready):
+                with serve(app_dir, python) as (url, t_ready, pid):
                     context = browser.new_context(viewport={"width": 1440, "height": 1000})
                     page = context.new_page()
+                    cdp = context.new_cdp_session(page)
+                    cdp.send("Performance.enable")
                     page.goto(f"{url}/cam")
                     page.locator("[data-testid='stMain'] [data-testid='stHeading']").first.wait_for(
                         state="visible", timeout=TIMEOUT_MS)
@@ -261,8 +279,12 @@ def run(app_dir: Path, repeats: int, cold_starts: int, python: str = sys.executa
                         page.keyboard.type(other)
                         option = page.get_by_role("option").filter(has_text=other).first
                         figures["colormap"].append(timed(page, option.click))
+                        busy, cpu = browser_busy_s(cdp), process_cpu_s(pid)
                         figures["switch_to_backprop"].append(switch_page(page, "Backprop to image", "backprop"))
                         figures["switch_back_to_cam"].append(switch_page(page, "CAM & Grad-CAM", "cam"))
+                        # where the two switches' time went: the browser's main thread, the server's CPU
+                        figures["switch_browser_busy"].append((browser_busy_s(cdp) - busy) / 2)
+                        figures["switch_server_cpu"].append((process_cpu_s(pid) - cpu) / 2)
                         wait_idle(page)
                     context.close()
         finally:
@@ -294,6 +316,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         ("CAM, ResNet-50: colormap (no model pass) -> repainted", "colormap", "grid_build"),
         ("switch CAM -> Backprop (same selection) -> settled", "switch_to_backprop", None),
         ("switch Backprop -> CAM (same selection) -> settled", "switch_back_to_cam", None),
+        ("  a switch, of it: the browser's main thread busy", "switch_browser_busy", None),
+        ("  a switch, of it: the server's CPU (its other core)", "switch_server_cpu", None),
     ]
     print(f"cnnviz UI bench: {args.app_dir.resolve()}, Chromium, {args.repeats} interleaved rounds, "
           f"{args.cold_starts} cold start(s); median [min-max]")
