@@ -194,7 +194,8 @@ class JobPool:
             for job in self._running:
                 job.token.cancel()
             self._cond.notify_all()
-        for t in self._threads:
+            threads = list(self._threads)  # started ones only: a successor is listed once it runs
+        for t in threads:
             t.join(timeout)
 
     # ---- workers ---------------------------------------------------------------------------------
@@ -202,8 +203,9 @@ class JobPool:
         ready = threading.Event()
         thread = threading.Thread(target=self._worker, args=(ready,), name="cnnviz-long-job", daemon=True)
         current = threading.current_thread()  # a retiring worker spawns its successor
-        self._threads = [t for t in self._threads if t.is_alive() and t is not current] + [thread]
-        thread.start()
+        thread.start()  # outside the lock (see _replace_me); listed once started, so shutdown can join it
+        with self._cond:
+            self._threads = [t for t in self._threads if t.is_alive() and t is not current] + [thread]
         ready.wait(10)
         # torch.set_num_threads is per OpenMP thread but also sets the default that threads started
         # later (a visitor's next script run) begin with: put the default back once the worker has its own.

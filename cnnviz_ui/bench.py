@@ -25,21 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
-REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path(os.environ.get("CNNVIZ_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from .local_server import CHROMIUM, CHROMIUM_ARGS, REPO, local_server, process_cpu_s
+
 #: Methods added one per repeat (each needs its own model pass; none is in the default set).
 EXTRA_METHODS = [("xgradcam", "XGrad-CAM"), ("hirescam", "HiResCAM"), ("saliency", "Saliency"),
                  ("deconvnet", "Deconvnet"), ("guided_backprop", "Guided backpropagation")]
@@ -59,47 +53,6 @@ _GRID_SIGNATURE = """() => {
 _IDLE = ("() => { const app = document.querySelector(\"[data-testid='stApp']\");"
          " return app && app.getAttribute('data-test-script-state') === 'notRunning'"
          " && !document.querySelector(\"[data-testid='stSkeleton']\"); }")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serve(app_dir: Path, python: str = sys.executable) -> Iterator[tuple[str, float, int]]:
-    """``streamlit run dashboard.py`` in ``app_dir`` on a free port: yields ``(url, t_ready, pid)`` where
-    ``t_ready`` is the ``perf_counter`` time its health check first answered."""
-    port = _free_port()
-    log = tempfile.NamedTemporaryFile("w+", prefix="cnnviz-uibench-", suffix=".log", delete=False)
-    env = dict(os.environ, CNNVIZ_OFFLINE="1", CNNVIZ_DEVICE=os.environ.get("CNNVIZ_DEVICE", "cpu"))
-    cmd = [python, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true",
-           "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none"]
-    proc = subprocess.Popen(cmd, cwd=app_dir, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                log.seek(0)
-                raise RuntimeError(f"streamlit did not start (exit {proc.poll()}):\n{log.read()[-3000:]}")
-            time.sleep(0.05)
-        yield url, time.perf_counter(), proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def wait_idle(page, timeout: int = TIMEOUT_MS) -> None:
@@ -178,15 +131,6 @@ def switch_page(page, title: str, path: str) -> float:
     return time.perf_counter() - t0
 
 
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; NaN elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-
-
 def browser_busy_s(cdp) -> float:
     """Seconds the page's main thread has been busy so far (Chrome's ``Performance.getMetrics``)."""
     return next(m["value"] for m in cdp.send("Performance.getMetrics")["metrics"] if m["name"] == "TaskDuration")
@@ -238,7 +182,8 @@ def run(app_dir: Path, repeats: int, cold_starts: int, python: str = sys.executa
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             for start in range(cold_starts):
-                with serve(app_dir, python) as (url, t_ready, pid):
+                with local_server(app_dir, python=python) as server:
+                    url, t_ready, pid = server.url, server.ready_at, server.pid
                     context = browser.new_context(viewport={"width": 1440, "height": 1000})
                     page = context.new_page()
                     cdp = context.new_cdp_session(page)

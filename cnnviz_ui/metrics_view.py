@@ -110,7 +110,7 @@ def sanity_check_section(sel: Selection) -> None:
     c1, c2 = st.columns(2)
     handle = _model_picker(sel, c1, "app_sanity_model")
     methods = c2.multiselect("Methods", SANITY_METHODS, default=["gradcam", "guided_backprop"],
-                             format_func=lambda k: METHODS[k].display_name, key="app_sanity_methods")
+                             format_func=lambda k: METHODS[k].display_name, key="app_sanity_methods", wrap=True)
     st.caption(f"On the sidebar's image. Cost: {sm.sanity_cost(handle, methods)}")
     params = sm.SanityParams(handle.key, sel.digest, tuple(methods))
     state = task_state("app_sanity")
@@ -181,7 +181,7 @@ def pointing_game_section(sel: Selection = None) -> None:
                            "not ranked. Perturbation methods take many forwards per scene.")
     methods = list(METHODS) if every else c2.multiselect(
         "Methods", list(METHODS), default=list(POINTING_METHODS), key="app_pg_methods",
-        format_func=lambda k: METHODS[k].display_name + (" ⏱" if METHODS[k].long_running else ""))
+        format_func=lambda k: METHODS[k].display_name + (" ⏱" if METHODS[k].long_running else ""), wrap=True)
     sources = ([PG_SOURCES[0]] if sm.scene_classes_match(handle) else []) + list(PG_SOURCES[1:])
     if st.session_state.get("app_pg_source") not in sources:
         st.session_state["app_pg_source"] = sources[0]
@@ -269,7 +269,8 @@ def metric_controls(handle: ModelHandle, sel: Selection, results: Mapping[str, o
         "Metrics beside each map", keys, default=[], key="cam_metrics",
         format_func=lambda k: f"{METRICS[k].display_name} ({METRICS[k].direction}; {METRICS[k].cost})",
         help="Each metric is computed for every map shown, with the map's own method and parameters. "
-             + " ".join(f"{m.display_name}: {m.paper.authors} {m.paper.year}." for m in map(METRICS.get, keys)))
+             + " ".join(f"{m.display_name}: {m.paper.authors} {m.paper.year}." for m in map(METRICS.get, keys)),
+        wrap=True)
     if not chosen or not results:
         return {}
     cache = get_engine().results

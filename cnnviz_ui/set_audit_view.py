@@ -31,7 +31,7 @@ def audit_uploaded_set(sel: Selection) -> None:
     default = [m for m in ("gradcam", "saliency") if m in offered] or offered[:1]
     c1, c2 = st.columns([3, 1])
     methods = c1.multiselect("Methods", offered, default=default, max_selections=4, key="app_set_methods",
-                             format_func=lambda k: METHODS[k].display_name)
+                             format_func=lambda k: METHODS[k].display_name, wrap=True)
     steps = c2.select_slider("Deletion / insertion steps", [8, 16, 32], value=16, key="app_set_steps")
     st.caption(f"{len(sel.images)} images × {len(methods)} methods with {handle.spec.display_name or handle.name}, "
                f"each image's top class; metrics: {', '.join(SET_METRICS)} (no masks, so no pointing game). "

@@ -102,7 +102,7 @@ def method_label(k: str) -> str:
 methods = c1.multiselect("Methods", offered, default=defaults, key="cam_methods", format_func=method_label,
                          help="Grouped by family: " + "; ".join(FAMILIES.values()) + ". In brackets: the cost in "
                               "passes of the model. ⏱ = many forward passes: computed when you press *Compute "
-                              "slow methods* (their parameters and cost are under *Slow methods*).")
+                              "slow methods* (their parameters and cost are under *Slow methods*).", wrap=True)
 layer = None
 if layers:
     start = handle.default_layer if handle.default_layer in layers else layers[0]
@@ -396,7 +396,7 @@ def images_by_methods(colormap: str, opacity: float) -> None:
     set_labels = [item.label for item in sel.images]
     g1, g2 = st.columns([3, 1])
     rows = g1.multiselect("Images (one row each)", set_labels, default=set_labels[:6], max_selections=12,
-                          key="cam_set_images")
+                          key="cam_set_images", wrap=True)
     grid_methods = [m for m in methods if m not in SLOW][:6]
     g2.caption(f"Columns: the fast methods chosen above ({len(grid_methods)}, at most 6). Class: "
                + ("each image's own top prediction." if target is None else f"{handle.class_name(target)}."))
@@ -476,7 +476,7 @@ def per_layer(view: np.ndarray, colormap: str, opacity: float, shared: bool) -> 
     if any(x not in layers for x in st.session_state.get("cam_layers", [])):
         st.session_state["cam_layers"] = [x for x in st.session_state["cam_layers"] if x in layers][:6]
     chosen_layers = l2.multiselect("Layers", layers, default=[x for x in default_layers if x in layers],
-                                   key="cam_layers", max_selections=6)
+                                   key="cam_layers", max_selections=6, wrap=True)
     with guard("Per-layer comparison"):
         per_lay, skipped = {}, []
         for path in chosen_layers:

@@ -82,7 +82,8 @@ with st.expander("Weights, layers and steps", expanded=True):
     preserve = w3.toggle("Preserve the content's colours", value=False, key="st_color",
                          help="Transfer luminance only (Gatys et al. 2016, Preserving Color...).")
     l1, l2 = st.columns([2, 1])
-    style_layers = l1.multiselect("Style layers", list(STYLE_LAYERS), default=list(STYLE_LAYERS), key="st_layers")
+    style_layers = l1.multiselect("Style layers", list(STYLE_LAYERS), default=list(STYLE_LAYERS), key="st_layers",
+                                  wrap=True)
     content_layer = l2.selectbox("Content layer", CONTENT_LAYERS, key="st_content_layer")
     layer_weights: list[float] = []
     if style_layers:

@@ -168,3 +168,43 @@ def test_workers_run_at_a_lower_priority_than_the_server():
         assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the caller is untouched
     finally:
         pool.shutdown()
+
+
+def test_shutdown_while_a_retiring_worker_starts_its_successor(monkeypatch):
+    """A failed job retires its worker, which starts a successor; a shutdown meanwhile (a test's
+    teardown, a server stop) joins only threads that have started (it once joined the successor
+    before its start and raised "cannot join thread before it is started")."""
+    import cnnviz_core.jobs as jobs
+
+    starting, proceed = threading.Event(), threading.Event()
+
+    class SlowStart(threading.Thread):
+        def start(self):
+            if threading.current_thread().name == "cnnviz-long-job":  # the successor, not the first worker
+                starting.set()
+                proceed.wait(5)
+            super().start()
+
+    monkeypatch.setattr(jobs.threading, "Thread", SlowStart)
+    pool = JobPool(workers=1, threads_per_job=1)
+
+    def fails(progress, cancel):
+        raise ValueError("bad")
+
+    job = pool.submit("alice", "audit", fails)
+    assert job.wait(5) and job.status == "failed"
+    assert starting.wait(5)  # the successor exists and is about to start
+    raised: list[BaseException] = []
+
+    def stop() -> None:
+        try:
+            pool.shutdown(timeout=5.0)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test below
+            raised.append(exc)
+
+    done = threading.Thread(target=stop)
+    done.start()
+    time.sleep(0.2)  # shutdown has taken its list of threads
+    proceed.set()
+    done.join(10)
+    assert not done.is_alive() and not raised, raised

@@ -14,25 +14,18 @@ import contextlib
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from cnnviz_ui.local_server import CHROMIUM, CHROMIUM_ARGS, REPO, ServerDidNotStart, local_server
 from cnnviz_ui.navigation import HOME, PAGES as NAV_PAGES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = Path(os.environ.get("CNNVIZ_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = REPO / "artifacts" / "screenshots"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 #: url path -> screenshot name (and test id), in menu order; the home page is the default ("/")
 PAGES = {("" if p is HOME else p.stem): f"{i}-{p.stem}" for i, p in enumerate(NAV_PAGES)}
 #: the file names Streamlit's legacy pages/ mode would list in the sidebar
@@ -77,44 +70,15 @@ def _require_browser() -> None:
         pytest.skip(message)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _serve():
-    """``streamlit run dashboard.py`` on a free localhost port; yields its base URL once it answers."""
-    port = _free_port()
-    log = tempfile.NamedTemporaryFile("w+", prefix="cnnviz-streamlit-", suffix=".log", delete=False)
-    env = dict(os.environ, CNNVIZ_OFFLINE="1", CNNVIZ_DEVICE=os.environ.get("CNNVIZ_DEVICE", "cpu"))
-    cmd = [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true",
-           "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none", "--client.showErrorDetails", "full"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
+    """The dashboard on a free localhost port (:func:`cnnviz_ui.local_server.local_server`, full error
+    details); yields its base URL once it answers."""
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                log.seek(0)
-                pytest.fail(f"streamlit did not start (exit {proc.poll()}):\n{log.read()[-3000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        with local_server(args=["--client.showErrorDetails", "full"]) as running:
+            yield running.url
+    except ServerDidNotStart as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture(scope="module")

@@ -45,19 +45,17 @@ import os
 import re
 import resource
 import statistics
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import pytest
-from test_browser import CHROMIUM, CHROMIUM_ARGS, REPO, _free_port, _require_browser
+from test_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser
+
+from cnnviz_ui.local_server import LocalServer, ServerDidNotStart, local_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -105,14 +103,8 @@ DONE_AT_LAYER = """
 
 # ---- the server and its process ----------------------------------------------------------------------
 @dataclass
-class Server:
-    url: str
-    proc: subprocess.Popen
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+class Server(LocalServer):
+    """The dashboard's process, with what the load tests read of it."""
 
     def status(self) -> dict[str, int]:
         """``VmRSS``, ``VmHWM``, ``VmSize`` (kB) and ``Threads`` of the server process."""
@@ -132,10 +124,6 @@ class Server:
                 names[name] = names.get(name, 0) + 1
         return dict(sorted(names.items()))
 
-    def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
     def thread_cpu_s(self) -> dict[str, float]:
         """CPU seconds of each thread of the server process, by thread id."""
         out = {}
@@ -154,46 +142,20 @@ class Server:
         busy = sum(1 for tid, cpu in self.thread_cpu_s().items() if cpu - threads.get(tid, 0.0) > 0.02 * wall)
         return (self.cpu_s() - before) / wall, busy
 
-    def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
 
 @contextlib.contextmanager
 def serve(**env_extra: str):
-    """``streamlit run dashboard.py`` on a free localhost port (as ``test_browser._serve``), with
-    ``env_extra`` in its environment; yields a :class:`Server` once it answers."""
-    port = _free_port()
-    log = Path(tempfile.mkstemp(prefix="cnnviz-load-", suffix=".log")[1])
-    env = dict(os.environ, CNNVIZ_OFFLINE="1", CNNVIZ_DEVICE="cpu", CNNVIZ_DEV_RANDOM="1", **env_extra)
-    cmd = [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.headless", "true",
-           "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none"]
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
-    server = Server(f"http://127.0.0.1:{port}", proc, log)
+    """The dashboard on a free localhost port (:func:`cnnviz_ui.local_server.local_server`) with random
+    weights for our models and ``env_extra`` in its environment; yields a :class:`Server` once it answers."""
     try:
-        deadline = time.time() + 90
-        while True:
+        with local_server(env=dict(CNNVIZ_DEV_RANDOM="1", **env_extra)) as running:
             try:
-                with urllib.request.urlopen(f"{server.url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"streamlit did not start (exit {proc.poll()}):\n{server.log_tail()}")
-            time.sleep(0.5)
-        yield server
-    finally:
-        with contextlib.suppress(OSError):  # undo any limit a test set
-            resource.prlimit(proc.pid, resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        log.unlink(missing_ok=True)
+                yield Server(running.url, running.proc, running.log, running.ready_at)
+            finally:
+                with contextlib.suppress(OSError):  # undo any limit a test set
+                    resource.prlimit(running.pid, resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    except ServerDidNotStart as e:
+        pytest.fail(str(e))
 
 
 class Sampler:

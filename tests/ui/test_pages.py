@@ -65,6 +65,8 @@ def test_page_opens_directly_and_draws_charts(page):
     assert all(c["data"] for c in charts)
     info = next(p for p in NAV_PAGES if p.stem == page)
     assert at.header[0].value == f"{info.material_icon} {info.title}"  # the title comes from navigation.PAGES
+    # chosen chips wrap onto more rows: in a column Streamlit would scroll them and hide some choices
+    assert all(m.proto.HasField("wrap") and m.proto.wrap for m in at.multiselect), page
 
 
 def _links(at: AppTest) -> list:
