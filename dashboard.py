@@ -12,12 +12,17 @@ model and the page runs.
 from __future__ import annotations
 
 import sys
+import time
 
 import streamlit as st
 
 st.set_page_config(page_title="cnnviz — how CNNs see", page_icon=":material/visibility:", layout="wide")
 
 from cnnviz_ui.navigation import navigation_pages, render_menu  # noqa: E402 - Streamlit only, no torch
+
+
+_OOM_TRIES = "_cnnviz_oom_tries"
+_OOM_RETRIES = 5  # redraws after a page ran out of memory, 2 s apart
 
 
 def _engine_imported() -> bool:
@@ -48,5 +53,19 @@ else:  # the first run after a start: say what is happening while torch imports 
         st.skeleton(height=320)
         app_frame = _start()
 loading.empty()
-with app_frame():
-    page.run()
+body = st.empty()
+try:
+    with body.container(), app_frame():
+        page.run()
+except MemoryError:  # e.g. a long job holds the memory: one line instead of the page, the app keeps running
+    body.empty()
+    tries = st.session_state.get(_OOM_TRIES, 0)
+    st.error("The server ran out of memory while drawing this page (a long job may be holding it); "
+             + ("trying again in a moment." if tries < _OOM_RETRIES else "change any setting to draw it again."),
+             icon=":material/error:")
+    if tries < _OOM_RETRIES:  # the memory usually comes back when the job fails or ends
+        st.session_state[_OOM_TRIES] = tries + 1
+        time.sleep(2)
+        st.rerun()
+else:
+    st.session_state.pop(_OOM_TRIES, None)

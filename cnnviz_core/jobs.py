@@ -194,18 +194,18 @@ class JobPool:
             for job in self._running:
                 job.token.cancel()
             self._cond.notify_all()
-            threads = list(self._threads)  # started ones only: a successor is listed once it runs
+            threads = list(self._threads)
         for t in threads:
-            t.join(timeout)
+            if t.ident is not None:  # a retiring worker's successor may be listed before it has started
+                t.join(timeout)
 
     # ---- workers ---------------------------------------------------------------------------------
     def _spawn(self) -> None:
         ready = threading.Event()
         thread = threading.Thread(target=self._worker, args=(ready,), name="cnnviz-long-job", daemon=True)
         current = threading.current_thread()  # a retiring worker spawns its successor
-        thread.start()  # outside the lock (see _replace_me); listed once started, so shutdown can join it
-        with self._cond:
-            self._threads = [t for t in self._threads if t.is_alive() and t is not current] + [thread]
+        self._threads = [t for t in self._threads if t.is_alive() and t is not current] + [thread]
+        thread.start()
         ready.wait(10)
         # torch.set_num_threads is per OpenMP thread but also sets the default that threads started
         # later (a visitor's next script run) begin with: put the default back once the worker has its own.
