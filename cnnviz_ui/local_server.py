@@ -34,13 +34,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stat_cpu_s(stat: Path) -> float:
+    """User + system CPU seconds from a Linux ``/proc/<pid>/stat`` or ``/proc/<pid>/task/<tid>/stat``."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; NaN elsewhere)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return stat_cpu_s(Path(f"/proc/{pid}/stat"))
     except (OSError, ValueError, IndexError):
         return float("nan")
+
+
+def _tail(log: Path, chars: int = 3000) -> str:
+    return log.read_text(errors="replace")[-chars:]
 
 
 @dataclass
@@ -58,7 +67,7 @@ class LocalServer:
         return process_cpu_s(self.pid)
 
     def log_tail(self, chars: int = 3000) -> str:
-        return self.log.read_text(errors="replace")[-chars:]
+        return _tail(self.log, chars)
 
 
 @contextmanager
@@ -87,8 +96,7 @@ def local_server(app_dir: Path = REPO, *, env: Optional[Mapping[str, str]] = Non
             except OSError:
                 pass
             if proc.poll() is not None or time.time() > deadline:
-                raise ServerDidNotStart(f"streamlit did not start (exit {proc.poll()}):\n"
-                                        f"{log.read_text(errors='replace')[-3000:]}")
+                raise ServerDidNotStart(f"streamlit did not start (exit {proc.poll()}):\n{_tail(log)}")
             time.sleep(0.05)
         yield LocalServer(url, proc, log, time.perf_counter())
     finally:

@@ -81,17 +81,16 @@ def selected_cell(event: object) -> Optional[tuple[int, int]]:
 
 
 def box_grid_figure(panels: dict[str, np.ndarray], box: Optional[Sequence[int]], height: int = 280) -> go.Figure:
-    """The ``{title: (H, W, 3) uint8}`` panels on one row of one figure (JPEG from 96 px a side, as
-    :func:`~cnnviz_core.plots.image_figure`), each with the receptive field ``(top, left, bottom,
-    right)`` drawn as a rectangle. One figure rather than one per panel: the browser draws one plot."""
-    jpeg = all(min(np.asarray(p).shape[:2]) >= 96 for p in panels.values())
+    """The ``{title: (H, W, 3) uint8}`` panels on one row of one figure (``encoding="auto"`` of
+    :func:`~cnnviz_core.plots.image_grid`), each with the receptive field ``(top, left, bottom, right)``
+    drawn as a rectangle. One figure rather than one per panel: the browser draws one plot."""
     fig = plots.image_grid({k: np.asarray(v, dtype=np.uint8) for k, v in panels.items()}, cols=len(panels),
-                           height_per_row=height, encoding="jpeg" if jpeg else "png")
+                           height_per_row=height, encoding="auto")
     if box is not None:
         t, l, b, r = box
-        fig.update_layout(shapes=[dict(type="rect", x0=l - 0.5, x1=r - 0.5, y0=t - 0.5, y1=b - 0.5,
-                                       xref=f"x{i + 1 if i else ''}", yref=f"y{i + 1 if i else ''}",
-                                       line=dict(color="#00e5ff", width=2)) for i in range(len(panels))])
+        refs = map(plots.cell_axis_refs, range(len(panels)))
+        fig.update_layout(shapes=[dict(type="rect", x0=l - 0.5, x1=r - 0.5, y0=t - 0.5, y1=b - 0.5, xref=xref,
+                                       yref=yref, line=dict(color="#00e5ff", width=2)) for xref, yref in refs])
     return fig
 
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 from .arrays import (COLORMAPS, CONCEPT_COLOURS, HOVER_SIDE, apply_colormap, concept_overlay, gradient_magnitude,
                      grid_png, jpeg_data_uri, montage, overlay, png_data_uri, scale_range, signed_rgb)
 from .charts import bar_chart, curve_figure, loss_curves, scatter_figure, topk_bar
-from .grids import Panel, feature_map_grid, image_figure, image_grid, overlay_grid, subtitle
+from .grids import Panel, cell_axis_refs, feature_map_grid, image_figure, image_grid, overlay_grid, subtitle
 
 __all__ = [
     "COLORMAPS", "CONCEPT_COLOURS", "HOVER_SIDE", "Panel", "apply_colormap", "bar_chart", "concept_overlay",
-    "curve_figure", "feature_map_grid", "gradient_magnitude", "grid_png", "image_figure", "image_grid",
+    "cell_axis_refs", "curve_figure", "feature_map_grid", "gradient_magnitude", "grid_png", "image_figure", "image_grid",
     "jpeg_data_uri", "loss_curves", "montage", "overlay",
     "overlay_grid", "png_data_uri", "scale_range", "scatter_figure", "signed_rgb", "subtitle", "topk_bar",
 ]

@@ -28,11 +28,8 @@ def _hover_trace(heat: np.ndarray, height: int, width: int, label: str) -> go.He
 
 
 def image_figure(image: np.ndarray, title: Optional[str] = None, height: int = 320) -> go.Figure:
-    """One RGB image, no axes, with ``title`` above it: JPEG when both sides are at least 96 px (a
-    photo or a map at input size: 7x lighter to send and paint), PNG (pixel-exact) for small images."""
-    rgb = np.asarray(image, dtype=np.uint8)
-    return image_grid({title or "": rgb}, cols=1, height_per_row=height,
-                      encoding="jpeg" if min(rgb.shape[:2]) >= 96 else "png")
+    """One RGB image, no axes, with ``title`` above it (``encoding="auto"`` of :func:`image_grid`)."""
+    return image_grid({title or "": np.asarray(image, dtype=np.uint8)}, cols=1, height_per_row=height, encoding="auto")
 
 
 def _colorbar_trace(colormap: str, zmin: float, zmax: float, title: str) -> go.Scatter:
@@ -49,10 +46,20 @@ def subtitle(text: str) -> str:
     return f"<span style='font-size:11px;color:#6b7280'>{text}</span>"
 
 
+def _axis_suffix(i: int) -> str:
+    return "" if i == 0 else str(i + 1)
+
+
+def cell_axis_refs(i: int) -> tuple[str, str]:
+    """The ``(xref, yref)`` of grid cell ``i`` of :func:`image_grid` (``("x", "y")``, ``("x2", "y2")``, ...),
+    e.g. for a shape drawn on that panel."""
+    return f"x{_axis_suffix(i)}", f"y{_axis_suffix(i)}"
+
+
 def _cell_axes(i: int, rows: int, cols: int, title_px: int, height: int, gap: float = 0.015) -> tuple[dict, dict, str]:
     """Axis dicts (``xaxisN``, ``yaxisN``) of grid cell ``i`` (row-major) and its axis suffix."""
     r, c = divmod(i, cols)
-    suffix = "" if i == 0 else str(i + 1)
+    suffix = _axis_suffix(i)
     title = title_px / height
     row_h = 1.0 / rows
     x_dom = [c / cols + gap / 2, (c + 1) / cols - gap / 2]
@@ -73,9 +80,11 @@ def image_grid(
     height_per_row: int = 260,
     colorbar: Optional[tuple[str, float, float, str]] = None,
     title: Optional[str] = None,
-    encoding: Literal["png", "jpeg"] = "png",
+    encoding: Literal["png", "jpeg", "auto"] = "png",
 ) -> go.Figure:
     """Titled ``(H, W, 3)`` uint8 panels on a grid (one small PNG each, or JPEG: ``encoding``), row-major.
+    ``"auto"``: JPEG when every panel is at least 96 px a side (a photo or a map at input size: 7x
+    lighter to send and paint), PNG (pixel-exact) for small images.
 
     ``panels``: ``{title: rgb}`` or a sequence of ``(title, rgb, hover)`` where ``hover`` (an
     ``(h, w)`` map or None) adds an invisible heat map showing its values under the cursor. Titles may
@@ -89,6 +98,8 @@ def image_grid(
         raise ValueError("image_grid needs at least one panel")
     cols = max(1, min(cols, len(items)))
     rows = math.ceil(len(items) / cols)
+    if encoding == "auto":
+        encoding = "jpeg" if all(min(rgb.shape[:2]) >= 96 for _, rgb, _ in items) else "png"
     encode = jpeg_data_uri if encoding == "jpeg" else png_data_uri
     title_px = 42 if any("<br>" in name for name, _, _ in items) else 24
     top = 30 if title else 0

@@ -55,7 +55,7 @@ import numpy as np
 import pytest
 from test_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser
 
-from cnnviz_ui.local_server import LocalServer, ServerDidNotStart, local_server
+from cnnviz_ui.local_server import LocalServer, ServerDidNotStart, local_server, stat_cpu_s
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -129,8 +129,7 @@ class Server(LocalServer):
         out = {}
         for stat in Path(f"/proc/{self.pid}/task").glob("*/stat"):
             with contextlib.suppress(OSError):
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-                out[stat.parent.name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                out[stat.parent.name] = stat_cpu_s(stat)
         return out
 
     def idle_window(self, seconds: float) -> tuple[float, int]:
